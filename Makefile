@@ -1,0 +1,30 @@
+# The two set-up commands: `make serve` and `make test`. Everything else is a step of these.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test build install test-fast clean
+
+serve: build
+	$(BIN)/modelrepo serve
+
+test: build
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Unit tests only (no server start).
+test-fast: install
+	$(BIN)/python -m pytest -m "not server" $(PYTEST_ARGS)
+
+build: install
+	$(BIN)/modelrepo build
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .cache

@@ -1,0 +1,1 @@
+"""Offline build steps that produce the repository's artifacts (imported as modelrepo.build)."""

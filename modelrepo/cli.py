@@ -1,0 +1,96 @@
+"""The `modelrepo` command line: serve, build, check, perf-analyzer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from modelrepo.paths import MODEL_REPOSITORY
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from modelrepo.serve import serve
+
+    return serve(
+        Path(args.model_repository),
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        args.model_control_mode,
+        args.startup_timeout,
+    )
+
+
+def _build(args: argparse.Namespace) -> int:
+    from modelrepo.build.pipeline import build_all
+
+    results = build_all(Path(args.model_repository), force=args.force)
+    for result in results:
+        report = result.report
+        if "parity_min_cosine" in report:
+            print(f"  encoder parity vs sentence-transformers: min cosine {report['parity_min_cosine']:.6f}")
+        if "test_accuracy" in report:
+            print(f"  sentiment head: accuracy {report['test_accuracy']:.4f}, ROC-AUC {report['test_roc_auc']:.4f}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from modelrepo.check import check_repository
+
+    problems = check_repository(Path(args.model_repository))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if not problems:
+        print(f"{args.model_repository}: OK")
+    return 1 if problems else 0
+
+
+def _perf_analyzer(passthrough: list[str]) -> int:
+    from modelrepo.perf.analyzer import exec_perf_analyzer
+
+    exec_perf_analyzer(passthrough[1:] if passthrough[:1] == ["--"] else passthrough)
+    return 0  # not reached: the process is replaced
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="modelrepo", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the repository on the embedded Triton until Ctrl-C")
+    serve.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+    serve.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for READY")
+    serve.set_defaults(func=_serve)
+
+    build = commands.add_parser("build", help="build every artifact (skips steps whose inputs are unchanged)")
+    build.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
+    build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    build.set_defaults(func=_build)
+
+    check = commands.add_parser("check", help="validate the repository's configs statically")
+    check.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
+    check.set_defaults(func=_check)
+
+    perf = commands.add_parser(
+        "perf-analyzer",
+        help="run the bundled perf_analyzer 2.51.0 with its libraries found (arguments pass through)",
+        add_help=False,
+    )
+    perf.add_argument("args", nargs=argparse.REMAINDER, help="perf_analyzer's own arguments")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["perf-analyzer"]:  # everything after it belongs to perf_analyzer, flags included
+        return _perf_analyzer(argv[1:])
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

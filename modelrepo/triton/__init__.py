@@ -1,0 +1,1 @@
+"""Running and configuring the embedded Triton server."""

@@ -1,0 +1,230 @@
+"""The embedded tritonserver 2.51.0 from the nvidia-pytriton wheel: prepare, start, wait, stop.
+
+`modelrepo serve` and the integration tests both go through `TritonServer`, so what the tests
+exercise is what users run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelrepo.paths import cache_dir
+
+ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
+# Header that unlocks the restricted model-repository and model-config APIs.
+# HTTP clients send it as-is; gRPC clients as "triton-grpc-protocol-admin-key".
+ADMIN_HEADER = "admin-key"
+GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
+RESTRICTED_APIS = "model-repository,model-config"
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+EXIT_TIMEOUT_S = 15
+
+
+class ServerStartError(RuntimeError):
+    """tritonserver did not become ready; the message carries the relevant log lines."""
+
+
+def tritonserver_home() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerStartError("nvidia-pytriton is not installed in this environment (run `make serve`).")
+    return Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+
+
+def prepare_backend_dir(destination: Path) -> Path:
+    """A backend directory whose python/ holds the wheel's backend and the stub for this Python."""
+    home = tritonserver_home()
+    python_dir = destination / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    sources = {
+        "libtriton_python.so": home / "backends/python/libtriton_python.so",
+        "triton_python_backend_utils.py": home / "backends/python/triton_python_backend_utils.py",
+        "triton_python_backend_stub": home / f"python_backend_stubs/{minor}/triton_python_backend_stub",
+    }
+    for name, source in sources.items():
+        if not source.exists():
+            raise ServerStartError(f"{source} is missing from the nvidia-pytriton wheel (Python {minor}).")
+        link = python_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(source)
+    return destination
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on loopback right now (kept open together so they differ)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def failure_lines(log_text: str, limit: int = 40) -> list[str]:
+    """The log lines that explain a failed start: load failures, error-level lines, status table."""
+    pattern = re.compile(r"failed to load|UNAVAILABLE|error|Error|^E\d{4}")
+    lines = [line for line in log_text.splitlines() if pattern.search(line)]
+    return lines[-limit:]
+
+
+@dataclass
+class TritonServer:
+    model_repository: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    admin_key: str | None = None
+    model_control_mode: str = "none"
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    log_path: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def command(self, backend_dir: Path) -> list[str]:
+        home = tritonserver_home()
+        cmd = [
+            str(home / "bin/tritonserver"),
+            f"--model-repository={Path(self.model_repository).resolve()}",
+            f"--backend-directory={backend_dir}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={self.model_control_mode}",
+            f"--cache-directory={home / 'caches'}",
+            f"--cache-config=local,size={self.cache_bytes}",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            "--strict-readiness=true",
+        ]
+        if self.admin_key:
+            restriction = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
+            cmd += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+        return cmd + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        # The Python-backend stub takes its stdlib and site-packages from the first python3 on PATH.
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
+    def start(self) -> None:
+        runtime = cache_dir() / "triton"
+        backend_dir = prepare_backend_dir(runtime / "backends")
+        if self.log_path is None:
+            self.log_path = runtime / f"tritonserver-{self.http_port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(backend_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.environment(),
+                start_new_session=True,  # its own process group: stubs are stopped with it
+            )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def _http(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"http://{self.http_url}{path}", data=body, method=method)
+        if self.admin_key:
+            request.add_header(ADMIN_HEADER, self.admin_key)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def is_ready(self) -> bool:
+        try:
+            return self._http("GET", "/v2/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    def model_states(self) -> dict[str, str]:
+        """name -> state from the repository index (a restricted API: needs the admin key)."""
+        status, body = self._http("POST", "/v2/repository/index", b"{}")
+        if status != 200:
+            raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
+        return {entry["name"]: entry.get("state", "") for entry in json.loads(body)}
+
+    def wait_until_ready(self, timeout_s: float = 300.0) -> float:
+        """Block until every model is READY; returns the seconds it took. Fails fast on a dead server."""
+        assert self.process is not None, "start() first"
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                lines = "\n".join(failure_lines(self.log_text()))
+                raise ServerStartError(
+                    f"tritonserver exited with code {self.process.returncode} before it was ready "
+                    f"(full log: {self.log_path}):\n{lines}"
+                )
+            if self.is_ready():
+                if self.model_control_mode == "none" and self.admin_key:
+                    not_ready = {n: s for n, s in self.model_states().items() if s != "READY"}
+                    if not_ready:
+                        raise ServerStartError(f"models not READY: {not_ready}")
+                return time.monotonic() - started
+            time.sleep(0.2)
+        self.stop()
+        lines = "\n".join(failure_lines(self.log_text()) or self.log_text().splitlines()[-40:])
+        raise ServerStartError(
+            f"tritonserver was not ready within {timeout_s:.0f} s (a Python stub that cannot start "
+            f"hangs model loading; full log: {self.log_path}):\n{lines}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait for Triton's own exit timeout, then SIGKILL the whole process group."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=EXIT_TIMEOUT_S + 5)
+        except subprocess.TimeoutExpired:
+            code = None
+        try:  # a stub left behind by a hung unload must not outlive the server
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return code if code is not None else self.process.wait()
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,69 @@
+"""Run the perf_analyzer 2.51.0 binary that ships in the tritonclient wheel, libraries resolved.
+
+It links against libb64.so.0d and libcudart.so.12. The first is in the nvidia-pytriton wheel under a
+mangled name; the second comes from nvidia-cuda-runtime-cu12. We point LD_LIBRARY_PATH at both so
+nobody has to export anything by hand.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from modelrepo.paths import cache_dir
+
+
+class PerfAnalyzerNotFound(RuntimeError):
+    pass
+
+
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise PerfAnalyzerNotFound(f"Python package {name!r} is not installed (run `make serve`).")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def binary() -> Path:
+    candidate = Path(sys.executable).parent / "perf_analyzer"
+    found = candidate if candidate.exists() else shutil.which("perf_analyzer")
+    if not found:
+        raise PerfAnalyzerNotFound("perf_analyzer is not in this environment: install tritonclient==2.51.0.")
+    return Path(found)
+
+
+def library_dirs() -> list[Path]:
+    cudart_dir = _package_dir("nvidia.cuda_runtime") / "lib"
+    pytriton_libs = _package_dir("pytriton").parent / "nvidia_pytriton.libs"
+    mangled = sorted(pytriton_libs.glob("libb64-*.so.0d"))
+    if not mangled:
+        raise PerfAnalyzerNotFound(f"no libb64 in {pytriton_libs}")
+    libb64_dir = cache_dir() / "perf_analyzer_libs"
+    libb64_dir.mkdir(parents=True, exist_ok=True)
+    link = libb64_dir / "libb64.so.0d"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(mangled[0])
+    return [libb64_dir, cudart_dir]
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    dirs = [str(d) for d in library_dirs()]
+    if env.get("LD_LIBRARY_PATH"):
+        dirs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(dirs)
+    return env
+
+
+def command(args: list[str]) -> list[str]:
+    return [str(binary()), *args]
+
+
+def exec_perf_analyzer(args: list[str]) -> None:
+    """Replace this process with perf_analyzer (exit code and signals pass straight through)."""
+    cmd = command(args)
+    os.execve(cmd[0], cmd, environment())

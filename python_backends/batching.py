@@ -1,0 +1,82 @@
+"""Turning a list of Triton requests into one array and back: the core of dynamic batching."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+from modelrepo.python_backends.errors import InputError
+
+Tensors = dict[str, np.ndarray]
+T = TypeVar("T")
+
+
+def required(request: Tensors, name: str) -> np.ndarray:
+    value = request.get(name)
+    if value is None:
+        raise InputError(name, "is required but was not sent")
+    return value
+
+
+def pad_to_length(array: np.ndarray, length: int, pad_value=0) -> np.ndarray:
+    """Right-pad axis 1 of a [batch, seq] array to `length`."""
+    missing = length - array.shape[1]
+    if missing == 0:
+        return array
+    return np.pad(array, ((0, 0), (0, missing)), constant_values=pad_value)
+
+
+def concat_requests(
+    requests: Sequence[Tensors], names: Sequence[str], ragged: Sequence[str] = ()
+) -> tuple[Tensors, list[int]]:
+    """Concatenate each named input over requests along the batch axis.
+
+    Inputs named in `ragged` may differ in their second dimension between requests (e.g. token
+    sequences): they are right-padded with zeros to the longest before concatenating.
+    Returns the joined tensors and each request's batch size, for `split_rows`.
+    """
+    sizes = [int(required(request, names[0]).shape[0]) for request in requests]
+    joined: Tensors = {}
+    for name in names:
+        parts = [required(request, name) for request in requests]
+        if name in ragged:
+            longest = max(part.shape[1] for part in parts)
+            parts = [pad_to_length(part, longest) for part in parts]
+        joined[name] = np.concatenate(parts, axis=0)
+    return joined, sizes
+
+
+def split_rows(tensors: Tensors, sizes: Sequence[int]) -> list[Tensors]:
+    """The inverse of `concat_requests`: one dict of tensors per request."""
+    bounds = np.cumsum([0, *sizes])
+    return [
+        {name: array[start:stop] for name, array in tensors.items()}
+        for start, stop in zip(bounds[:-1], bounds[1:])
+    ]
+
+
+def answer_each(
+    requests: Sequence[Tensors],
+    prepare: Callable[[Tensors], T],
+    compute: Callable[[list[T]], list[Tensors]],
+) -> list[Tensors | Exception]:
+    """Validate requests one by one, then compute all valid ones together.
+
+    `prepare` turns one request into what `compute` needs, or raises InputError; that request is
+    answered with its error while its neighbours in the dynamic batch still get their results.
+    """
+    results: list[Tensors | Exception | None] = [None] * len(requests)
+    valid: list[int] = []
+    prepared: list[T] = []
+    for index, request in enumerate(requests):
+        try:
+            prepared.append(prepare(request))
+            valid.append(index)
+        except InputError as err:
+            results[index] = err
+    if prepared:
+        for index, outputs in zip(valid, compute(prepared), strict=True):
+            results[index] = outputs
+    return results  # type: ignore[return-value]

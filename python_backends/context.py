@@ -1,0 +1,32 @@
+"""What a handler learns about its model when Triton loads it (server-free, so tests can build one)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    name: str
+    version_dir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_triton_args(cls, args: dict[str, str]) -> "ModelContext":
+        # args["model_repository"] is the model's own folder; the version is a sub-folder of it.
+        return cls(
+            name=args["model_name"],
+            version_dir=Path(args["model_repository"]) / args["model_version"],
+            config=json.loads(args["model_config"]),
+        )
+
+    def parameter(self, key: str, default: str) -> str:
+        """A `parameters` entry of config.pbtxt (string_value), or the default."""
+        entry = self.config.get("parameters", {}).get(key)
+        return entry["string_value"] if entry else default
+
+    def int_parameter(self, key: str, default: int) -> int:
+        return int(self.parameter(key, str(default)))

@@ -1,0 +1,58 @@
+"""Shared fixtures: the real embedded Triton server, started once per test session on free ports."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from modelrepo.build.artifacts import read_stamp
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.triton.server import TritonServer, free_ports
+
+BUILT_VERSION_DIRS = ("minilm_tokenizer/1", "minilm_encoder/1", "sentiment_head/1")
+
+
+def require_built_repository() -> None:
+    missing = [d for d in BUILT_VERSION_DIRS if read_stamp(MODEL_REPOSITORY / d) is None]
+    if missing:
+        pytest.fail(f"artifacts missing in {missing}: run `make test` (or `modelrepo build`) first", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def admin_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
+@pytest.fixture(scope="session")
+def server(admin_key: str, tmp_path_factory) -> TritonServer:
+    require_built_repository()
+    http_port, grpc_port, metrics_port = free_ports(3)
+    triton = TritonServer(
+        model_repository=MODEL_REPOSITORY,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        admin_key=admin_key,
+        log_path=tmp_path_factory.mktemp("triton") / "tritonserver.log",
+    )
+    with triton:
+        yield triton
+
+
+@pytest.fixture(scope="session")
+def http_client(server):
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=4)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def grpc_client(server):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    yield client
+    client.close()

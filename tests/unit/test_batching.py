@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelrepo.python_backends.batching import answer_each, concat_requests, pad_to_length, split_rows
+from modelrepo.python_backends.errors import InputError
+
+
+def test_ragged_inputs_are_right_padded_and_split_back():
+    requests = [{"ids": np.array([[1, 2]])}, {"ids": np.array([[3, 4, 5], [6, 7, 8]])}]
+    joined, sizes = concat_requests(requests, ["ids"], ragged=["ids"])
+    np.testing.assert_array_equal(joined["ids"], [[1, 2, 0], [3, 4, 5], [6, 7, 8]])
+    assert sizes == [1, 2]
+    first, second = split_rows(joined, sizes)
+    np.testing.assert_array_equal(first["ids"], [[1, 2, 0]])
+    np.testing.assert_array_equal(second["ids"], [[3, 4, 5], [6, 7, 8]])
+
+
+def test_non_ragged_inputs_of_different_lengths_are_an_error():
+    with pytest.raises(ValueError):
+        concat_requests([{"x": np.zeros((1, 2))}, {"x": np.zeros((1, 3))}], ["x"])
+
+
+def test_pad_to_length_keeps_full_rows():
+    array = np.array([[1, 2, 3]])
+    assert pad_to_length(array, 3) is array
+    np.testing.assert_array_equal(pad_to_length(array, 5, pad_value=9), [[1, 2, 3, 9, 9]])
+
+
+def test_answer_each_computes_valid_requests_together_and_keeps_order():
+    calls = []
+
+    def prepare(request):
+        if request["x"] < 0:
+            raise InputError("x", "must be >= 0")
+        return request["x"]
+
+    def compute(values):
+        calls.append(list(values))
+        return [{"y": v * 10} for v in values]
+
+    results = answer_each([{"x": 1}, {"x": -1}, {"x": 2}], prepare, compute)
+    assert calls == [[1, 2]]
+    assert results[0] == {"y": 10} and results[2] == {"y": 20}
+    assert isinstance(results[1], InputError) and str(results[1]) == "input 'x': must be >= 0"
+
+
+def test_answer_each_with_only_bad_requests_computes_nothing():
+    def compute(values):
+        raise AssertionError("must not be called")
+
+    def reject(request):
+        raise InputError("x", "bad")
+
+    results = answer_each([{"x": 1}], reject, compute)
+    assert isinstance(results[0], InputError)

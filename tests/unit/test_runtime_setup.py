@@ -1,0 +1,43 @@
+"""Server command line, backend folder and perf_analyzer libraries, checked without starting anything."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from modelrepo.perf import analyzer
+from modelrepo.pins import pins
+from modelrepo.triton.server import TritonServer, failure_lines, prepare_backend_dir
+
+
+def test_command_restricts_admin_apis_and_uses_the_given_ports(tmp_path):
+    server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3, admin_key="k")
+    cmd = server.command(tmp_path / "backends")
+    assert cmd[0].endswith("bin/tritonserver") and Path(cmd[0]).exists()
+    assert {"--http-port=1", "--grpc-port=2", "--metrics-port=3"} <= set(cmd)
+    assert "--http-restricted-api=model-repository,model-config:admin-key=k" in cmd
+    assert "--grpc-restricted-protocol=model-repository,model-config:admin-key=k" in cmd
+    assert any(arg.startswith("--cache-config=local,size=") for arg in cmd)
+
+
+def test_backend_dir_links_the_stub_for_this_python(tmp_path):
+    python_dir = prepare_backend_dir(tmp_path) / "python"
+    stub = python_dir / "triton_python_backend_stub"
+    assert stub.resolve().parent.name == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert (python_dir / "libtriton_python.so").resolve().exists()
+    prepare_backend_dir(tmp_path)  # idempotent
+
+
+def test_failure_lines_pick_the_load_errors():
+    log = "I1122 fine\nE1122 model_lifecycle.cc:1] failed to load 'x' version 1: boom\nI1122 more\n"
+    assert failure_lines(log) == ["E1122 model_lifecycle.cc:1] failed to load 'x' version 1: boom"]
+
+
+def test_perf_analyzer_runs_with_its_libraries_found():
+    out = subprocess.run(
+        analyzer.command(["--version"]), capture_output=True, text=True, env=analyzer.environment(), timeout=60
+    )
+    assert "error while loading shared libraries" not in out.stderr
+    assert out.returncode == 0
+    assert f"Perf Analyzer Version {pins().triton_server}" in out.stdout + out.stderr
