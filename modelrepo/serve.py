@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import sys
 import time
 from pathlib import Path
 
-from modelrepo.paths import cache_dir
-from modelrepo.triton.server import ADMIN_HEADER, ADMIN_KEY_ENV, ServerStartError, TritonServer
-
-
-def admin_key() -> tuple[str, str]:
-    """The key for the restricted APIs and where it came from (env var, or a generated key file)."""
-    key = os.environ.get(ADMIN_KEY_ENV)
-    if key:
-        return key, f"${ADMIN_KEY_ENV}"
-    path = cache_dir() / "admin-key"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24))
-    return path.read_text().strip(), f"{path} (set ${ADMIN_KEY_ENV} to choose your own)"
+from modelrepo.triton.admin import ADMIN_HEADER, admin_key
+from modelrepo.triton.server import ServerStartError, TritonServer
 
 
 def serve(
@@ -33,7 +19,7 @@ def serve(
     model_control_mode: str,
     startup_timeout_s: float,
 ) -> int:
-    key, key_source = admin_key()
+    key, key_source = admin_key(create=True)
     server = TritonServer(
         model_repository=model_repository,
         http_port=http_port,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
+from modelrepo.triton.admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, admin_key
 
 
 class PerfAnalyzerNotFound(RuntimeError):
@@ -63,7 +64,19 @@ def command(args: list[str]) -> list[str]:
     return [str(binary()), *args]
 
 
+def with_admin_header(args: list[str], key: str | None) -> list[str]:
+    """perf_analyzer reads the model config, a restricted API here: send the admin key unless -H is given."""
+    if key is None or "-H" in args:
+        return list(args)
+    protocol = "http"
+    for flag in ("-i", "--protocol"):
+        if flag in args[:-1]:
+            protocol = args[args.index(flag) + 1].lower()
+    header = GRPC_ADMIN_HEADER if protocol == "grpc" else ADMIN_HEADER
+    return [*args, "-H", f"{header}:{key}"]
+
+
 def exec_perf_analyzer(args: list[str]) -> None:
     """Replace this process with perf_analyzer (exit code and signals pass straight through)."""
-    cmd = command(args)
+    cmd = command(with_admin_header(args, admin_key()[0]))
     os.execve(cmd[0], cmd, environment())

@@ -21,12 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
+from modelrepo.triton.admin import ADMIN_HEADER
 
-ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
-# Header that unlocks the restricted model-repository and model-config APIs.
-# HTTP clients send it as-is; gRPC clients as "triton-grpc-protocol-admin-key".
-ADMIN_HEADER = "admin-key"
-GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 RESTRICTED_APIS = "model-repository,model-config"
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 EXIT_TIMEOUT_S = 15

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from modelrepo.triton.server import ADMIN_HEADER, GRPC_ADMIN_HEADER
+from modelrepo.triton.admin import ADMIN_HEADER, GRPC_ADMIN_HEADER
 
 
 def http_status(server, method, path, headers=None, body=None):

@@ -41,3 +41,10 @@ def test_perf_analyzer_runs_with_its_libraries_found():
     assert "error while loading shared libraries" not in out.stderr
     assert out.returncode == 0
     assert f"Perf Analyzer Version {pins().triton_server}" in out.stdout + out.stderr
+
+
+def test_perf_analyzer_gets_the_admin_header_for_its_protocol():
+    assert analyzer.with_admin_header(["-m", "m", "-i", "grpc"], "k")[-2:] == ["-H", "triton-grpc-protocol-admin-key:k"]
+    assert analyzer.with_admin_header(["-m", "m"], "k")[-2:] == ["-H", "admin-key:k"]
+    assert analyzer.with_admin_header(["-m", "m", "-H", "x:y"], "k") == ["-m", "m", "-H", "x:y"]
+    assert analyzer.with_admin_header(["-m", "m"], None) == ["-m", "m"]

@@ -1,0 +1,82 @@
+"""`modelrepo serve` as users run it: READY with endpoints printed, clean stop on SIGTERM, and a fast,
+explained failure when a model cannot load."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from modelrepo.triton.server import free_ports
+
+pytestmark = pytest.mark.slow
+
+BROKEN_MODEL = '''
+class TritonPythonModel:
+    def initialize(self, args):
+        raise RuntimeError("weights file is corrupt (planted by the test)")
+'''
+
+
+def start_serve(*extra: str) -> tuple[subprocess.Popen, list[int]]:
+    ports = free_ports(3)
+    cmd = [sys.executable, "-m", "modelrepo.cli", "serve", "--http-port", str(ports[0]),
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
+    env = dict(os.environ, MODELREPO_ADMIN_KEY="test-key", PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), ports
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:
+    seen = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    raise AssertionError(f"{marker!r} not printed within {timeout_s} s; got:\n{''.join(seen)}")
+
+
+def test_serve_reaches_ready_and_stops_cleanly_on_sigterm():
+    process, ports = start_serve()
+    try:
+        banner = read_until(process, "Ctrl-C stops the server", timeout_s=180)
+        assert "READY in" in banner
+        for model in ("text_embedding", "review_sentiment", "minilm_tokenizer", "minilm_encoder", "sentiment_head"):
+            assert model in banner
+        assert f"127.0.0.1:{ports[0]}" in banner and f"127.0.0.1:{ports[1]}" in banner
+        assert "MODELREPO_ADMIN_KEY" in banner
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert "tritonserver stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_serve_fails_fast_naming_the_model_that_cannot_load(tmp_path):
+    version = tmp_path / "broken" / "1"
+    version.mkdir(parents=True)
+    (version / "model.py").write_text(BROKEN_MODEL)
+    (tmp_path / "broken" / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\n'
+        'input [{ name: "X" data_type: TYPE_FP32 dims: [1] }]\n'
+        'output [{ name: "Y" data_type: TYPE_FP32 dims: [1] }]\n'
+    )
+    started = time.monotonic()
+    process, _ = start_serve("--model-repository", str(tmp_path), "--startup-timeout", "120")
+    try:
+        code = process.wait(timeout=150)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    assert code == 1
+    assert "broken" in stderr and "weights file is corrupt" in stderr
+    assert time.monotonic() - started < 120
