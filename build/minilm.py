@@ -55,8 +55,11 @@ def copy_tokenizer(destination: Path) -> dict:
     return write_report(destination, "minilm_tokenizer build", {"source": str(minilm_dir()), "max_tokens": max_tokens()})
 
 
-def export_encoder_onnx(path: Path) -> None:
-    """MiniLM encoder + mean pooling + L2 normalisation as one ONNX graph, dynamic batch and sequence."""
+def export_encoder_onnx(path: Path, pooled: bool = True) -> None:
+    """MiniLM encoder + mean pooling + L2 normalisation as one ONNX graph, dynamic batch and sequence.
+
+    `pooled=False` exports the bare encoder (output: last hidden state), for the pooling benchmark.
+    """
     import torch
     from transformers import AutoModel
 
@@ -69,9 +72,11 @@ def export_encoder_onnx(path: Path) -> None:
             hidden = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=torch.zeros_like(input_ids)
             ).last_hidden_state
+            if not pooled:
+                return hidden
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+            mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, p=2.0, dim=1)
 
     model = PooledEncoder(AutoModel.from_pretrained(str(minilm_dir())).eval())
     example = (torch.ones(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
@@ -84,7 +89,7 @@ def export_encoder_onnx(path: Path) -> None:
             output_names=[OUTPUT_NAME],
             dynamic_axes={
                 **{name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES},
-                OUTPUT_NAME: {0: "batch"},
+                OUTPUT_NAME: {0: "batch"} if pooled else {0: "batch", 1: "sequence"},
             },
             opset_version=ONNX_OPSET,
             dynamo=False,  # the TorchScript exporter handles this graph without onnxscript
