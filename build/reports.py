@@ -12,7 +12,7 @@ REPORT_MD = "build_report.md"
 
 def _format(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.8g}"
     return str(value)
 
 

@@ -23,7 +23,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    import warnings
+
     from modelrepo.build.pipeline import build_all
+
+    # Tracing chatter from torch.onnx/transformers during export: the parity check against
+    # sentence-transformers is what guards the exported graph, and it fails the build loudly.
+    warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn)(\.|$)")
 
     results = build_all(Path(args.model_repository), force=args.force)
     for result in results:

@@ -48,3 +48,17 @@ def test_perf_analyzer_gets_the_admin_header_for_its_protocol():
     assert analyzer.with_admin_header(["-m", "m"], "k")[-2:] == ["-H", "admin-key:k"]
     assert analyzer.with_admin_header(["-m", "m", "-H", "x:y"], "k") == ["-m", "m", "-H", "x:y"]
     assert analyzer.with_admin_header(["-m", "m"], None) == ["-m", "m"]
+
+
+def test_admin_key_from_env_or_a_private_generated_file(tmp_path, monkeypatch):
+    from modelrepo.triton import admin
+
+    monkeypatch.setenv("MODELREPO_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(admin.ADMIN_KEY_ENV, raising=False)
+    assert admin.admin_key()[0] is None  # tools never invent a key
+    key, source = admin.admin_key(create=True)
+    assert len(key) >= 24 and str(tmp_path) in source
+    assert (tmp_path / "admin-key").stat().st_mode & 0o777 == 0o600
+    assert admin.admin_key() == (key, source)
+    monkeypatch.setenv(admin.ADMIN_KEY_ENV, "chosen")
+    assert admin.admin_key(create=True) == ("chosen", "$MODELREPO_ADMIN_KEY")
