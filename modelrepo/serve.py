@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from modelrepo.triton.admin import ADMIN_HEADER, admin_key
-from modelrepo.triton.server import ServerStartError, TritonServer
+from modelrepo.triton.server import ServerStartError, StartupCancelled, TritonServer
 
 
 def serve(
@@ -42,7 +42,10 @@ def serve(
     server.start()
     print(f"tritonserver starting on {model_repository} (log: {server.log_path})", flush=True)
     try:
-        server.wait_until_ready(startup_timeout_s)
+        server.wait_until_ready(startup_timeout_s, cancelled=lambda: stopping)
+    except StartupCancelled:
+        print("tritonserver stopped before it was ready.")
+        return 0
     except ServerStartError as err:
         server.stop()
         print(f"error: {err}", file=sys.stderr)

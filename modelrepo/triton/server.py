@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,10 @@ EXIT_TIMEOUT_S = 15
 
 class ServerStartError(RuntimeError):
     """tritonserver did not become ready; the message carries the relevant log lines."""
+
+
+class StartupCancelled(ServerStartError):
+    """A signal asked us to stop while the models were still loading."""
 
 
 def tritonserver_home() -> Path:
@@ -173,11 +178,14 @@ class TritonServer:
             raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
         return {entry["name"]: entry.get("state", "") for entry in json.loads(body)}
 
-    def wait_until_ready(self, timeout_s: float = 300.0) -> float:
+    def wait_until_ready(self, timeout_s: float = 300.0, cancelled: Callable[[], bool] = lambda: False) -> float:
         """Block until every model is READY; returns the seconds it took. Fails fast on a dead server."""
         assert self.process is not None, "start() first"
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
+            if cancelled():
+                self.stop()
+                raise StartupCancelled("stopped before the server was ready")
             if self.process.poll() is not None:
                 lines = "\n".join(failure_lines(self.log_text()))
                 raise ServerStartError(
