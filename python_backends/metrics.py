@@ -1,0 +1,85 @@
+"""Custom metrics, declared once per handler: Triton's pb_utils.MetricFamily inside the stub,
+an in-memory stand-in elsewhere (unit tests, the build), with the same calls.
+
+Handlers get a registry from their ModelContext and never import pb_utils themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
+
+
+class InMemoryMetric:
+    def __init__(self, buckets: Sequence[float] | None = None):
+        self.value = 0.0
+        self.observations: list[float] = []
+        self.buckets = list(buckets or [])
+
+    def increment(self, amount: float) -> None:
+        self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+    def observe(self, value: float) -> None:
+        self.observations.append(value)
+
+
+class InMemoryFamily:
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.metrics: dict[tuple, InMemoryMetric] = {}
+
+    def metric(self, labels: dict[str, str], buckets: Sequence[float] | None = None) -> InMemoryMetric:
+        key = tuple(sorted(labels.items()))
+        if key not in self.metrics:
+            self.metrics[key] = InMemoryMetric(buckets)
+        return self.metrics[key]
+
+
+class InMemoryRegistry:
+    def __init__(self):
+        self.families: dict[str, InMemoryFamily] = {}
+
+    def family(self, name: str, description: str, kind: str) -> InMemoryFamily:
+        return self.families.setdefault(name, InMemoryFamily(kind))
+
+    def value(self, name: str, **labels: str) -> float:
+        return self.families[name].metric(labels).value
+
+
+class TritonFamily:
+    def __init__(self, family: Any):
+        self._family = family
+        self._metrics: dict[tuple, Any] = {}
+
+    def metric(self, labels: dict[str, str], buckets: Sequence[float] | None = None) -> Any:
+        key = tuple(sorted(labels.items()))
+        if key not in self._metrics:
+            kwargs = {"labels": dict(labels)}
+            if buckets is not None:
+                kwargs["buckets"] = list(buckets)
+            self._metrics[key] = self._family.Metric(**kwargs)
+        return self._metrics[key]
+
+
+class TritonRegistry:
+    """pb_utils.MetricFamily behind the same interface (created only inside the stub)."""
+
+    def __init__(self, pb_utils: Any):
+        self._pb = pb_utils
+        self._families: dict[str, TritonFamily] = {}
+        self._kinds = {COUNTER: pb_utils.MetricFamily.COUNTER, GAUGE: pb_utils.MetricFamily.GAUGE,
+                       HISTOGRAM: pb_utils.MetricFamily.HISTOGRAM}
+
+    def family(self, name: str, description: str, kind: str) -> TritonFamily:
+        if name not in self._families:
+            self._families[name] = TritonFamily(
+                self._pb.MetricFamily(name=name, description=description, kind=self._kinds[kind])
+            )
+        return self._families[name]
+
+
