@@ -69,3 +69,10 @@ def test_check_reports_a_config_that_does_not_parse(repo_copy):
     (repo_copy / "sentiment_head" / "config.pbtxt").write_text("name: sentiment_head\nmax_batch_size: [")
     (problem,) = check_repository(repo_copy)
     assert "does not parse" in problem
+
+
+@pytest.mark.parametrize("name, fused", [("credit_default", False), ("credit_default_fused", True)])
+def test_credit_ensembles_are_the_committed_rendering(name, fused):
+    from modelrepo.build.credit import credit_ensemble_config
+
+    assert read_config(MODEL_REPOSITORY / name) == credit_ensemble_config(name, fused)

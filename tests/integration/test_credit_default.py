@@ -1,0 +1,138 @@
+"""credit_default (fan-out) and credit_default_fused against each other and an in-process reference,
+input validation, the classification extension, and the pipeline's custom metrics."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelrepo.build.credit import MEMBERS, dataset, member_name
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
+from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
+from modelrepo.python_backends.onnx_runner import OnnxRunner
+from tests.integration.triton_calls import InferenceServerException
+
+OUTPUTS = ["DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES"]
+
+
+def credit_inputs(raw: np.ndarray) -> dict[str, np.ndarray]:
+    return {
+        "STUDENT": np.array([b"Yes" if s else b"No" for s in raw[:, 0]], dtype=object).reshape(-1, 1),
+        "BALANCE": raw[:, 1].astype(np.float32).reshape(-1, 1),
+        "INCOME": raw[:, 2].astype(np.float32).reshape(-1, 1),
+    }
+
+
+def reference(raw: np.ndarray) -> dict[str, np.ndarray]:
+    """The same computation in process: shipped statistics, each member's ONNX, the documented stats."""
+    spec = FeatureSpec.load(MODEL_REPOSITORY / "credit_preprocess" / "1" / FEATURES_FILENAME)
+    features = spec.standardise(raw.astype(np.float32).astype(np.float64))
+    members = np.stack(
+        [
+            OnnxRunner(MODEL_REPOSITORY / member_name(i) / "1" / "model.onnx").run({"FEATURES": features})["PROBABILITY"][:, 0]
+            for i in range(MEMBERS)
+        ],
+        axis=1,
+    )
+    stats = summarise(members.astype(np.float64), 0.9)
+    return {**stats, "decision": DecisionPolicy().decide(stats["mean"], stats["std"])}
+
+
+@pytest.fixture(scope="module")
+def sample() -> np.ndarray:
+    return dataset()["x_test"][:40]
+
+
+def test_fan_out_equals_fused_equals_in_process_reference(caller, sample):
+    fan_out = caller.infer("credit_default", credit_inputs(sample), OUTPUTS)
+    fused = caller.infer("credit_default_fused", credit_inputs(sample), OUTPUTS)
+    for name in OUTPUTS:
+        if name == "DECISION":
+            assert fan_out[name].tolist() == fused[name].tolist()
+        else:
+            np.testing.assert_allclose(fan_out[name], fused[name], atol=1e-5)
+    expected = reference(sample)
+    np.testing.assert_allclose(fan_out["DEFAULT_PROBABILITY"][:, 0], expected["mean"], atol=1e-5)
+    np.testing.assert_allclose(fan_out["UNCERTAINTY"][:, 0], expected["std"], atol=1e-5)
+    np.testing.assert_allclose(fan_out["INTERVAL"], expected["interval"], atol=1e-5)
+    assert [d.decode() for d in fan_out["DECISION"][:, 0]] == expected["decision"].tolist()
+    assert (fan_out["INTERVAL"][:, 0] <= fan_out["DEFAULT_PROBABILITY"][:, 0] + 1e-7).all()
+
+
+def test_classification_extension_on_class_probabilities(caller, sample):
+    out = caller.infer("credit_default", credit_inputs(sample[:3]), ["CLASS_PROBABILITIES"], class_count=1)
+    plain = caller.infer("credit_default", credit_inputs(sample[:3]), ["DEFAULT_PROBABILITY"])["DEFAULT_PROBABILITY"]
+    for (entry,), p in zip(out["CLASS_PROBABILITIES"], plain[:, 0]):
+        score, index, label = entry.decode().split(":")
+        assert label == ("default" if p >= 0.5 else "no_default") and int(index) == int(p >= 0.5)
+        assert float(score) == pytest.approx(max(p, 1 - p), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "field, value, rule",
+    [
+        ("STUDENT", np.array([[b"maybe"]], dtype=object), "must be 'Yes' or 'No'"),
+        ("BALANCE", np.array([[np.nan]], dtype=np.float32), "must be a finite number"),
+        ("INCOME", np.array([[np.inf]], dtype=np.float32), "must be a finite number"),
+        ("INCOME", np.array([[-10.0]], dtype=np.float32), "must be >= 0"),
+    ],
+)
+@pytest.mark.parametrize("model", ["credit_default", "credit_default_fused"])
+def test_validation_names_the_field_and_the_rule(server, caller, model, field, value, rule):
+    inputs = credit_inputs(np.array([[0.0, 500.0, 30000.0]]))
+    inputs[field] = value
+    with pytest.raises(InferenceServerException) as raised:
+        caller.infer(model, inputs, ["DECISION"])
+    assert f"input '{field}'" in raised.value.message() and rule in raised.value.message()
+    assert raised.value.status() in ("400", "StatusCode.INVALID_ARGUMENT")
+    assert server.is_ready()
+
+
+def test_a_missing_field_is_refused_by_name(caller):
+    inputs = credit_inputs(np.array([[0.0, 500.0, 30000.0]]))
+    del inputs["INCOME"]
+    with pytest.raises(InferenceServerException, match="INCOME"):
+        caller.infer("credit_default", inputs, ["DECISION"])
+
+
+def scrape(server) -> dict[str, dict[tuple, float]]:
+    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    values: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
+def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client):
+    from tests.integration.triton_calls import Caller
+
+    caller = Caller("grpc", grpc_client)
+    data = dataset()["x_test"]
+    rng = np.random.default_rng(1)
+    for _ in range(5):  # fill the drift window with training-like traffic
+        caller.infer("credit_default", credit_inputs(data[rng.choice(len(data), 200)]), ["DECISION"])
+    before = scrape(server)
+    calm = before["credit_feature_psi"][(("feature", "balance"),)]
+    drifted = data[rng.choice(len(data), 200)].copy()
+    drifted[:, 1] *= 2.5  # balances shift up: the drift gauge must notice
+    for _ in range(6):
+        caller.infer("credit_default", credit_inputs(drifted), ["DECISION"])
+    after = scrape(server)
+    assert calm < 0.1
+    assert after["credit_feature_psi"][(("feature", "balance"),)] > 0.25
+    assert after["credit_feature_psi"][(("feature", "income"),)] < 0.1
+    assert after["credit_default_probability_count"][()] >= before["credit_default_probability_count"][()] + 1200
+    assert after["credit_uncertainty_count"][()] > before["credit_uncertainty_count"][()]
+    assert sum(after["credit_decisions_total"].values()) >= sum(before["credit_decisions_total"].values()) + 1200
+    key = (("field", "STUDENT"), ("reason", "unknown_category"))
+    refused_before = after.get("credit_rejected_inputs_total", {}).get(key, 0.0)
+    bad = credit_inputs(data[:1])
+    bad["STUDENT"] = np.array([[b"perhaps"]], dtype=object)
+    with pytest.raises(InferenceServerException):
+        caller.infer("credit_default", bad, ["DECISION"])
+    assert scrape(server)["credit_rejected_inputs_total"][key] == refused_before + 1

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modelrepo.python_backends.credit_features import CreditFeatures, FeatureSpec
+from modelrepo.python_backends.drift import DriftReference, DriftWindow, psi
+from modelrepo.python_backends.ensemble_stats import DecisionPolicy, EnsembleAggregate, summarise
+from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.metrics import InMemoryRegistry
+
+RNG = np.random.default_rng(0)
+TRAIN = np.stack([RNG.integers(0, 2, 2000), RNG.gamma(2, 400, 2000), RNG.normal(33000, 13000, 2000).clip(1)], axis=1)
+
+
+def credit_request(student=("No",), balance=(800.0,), income=(40000.0,)) -> dict:
+    return {
+        "STUDENT": np.array([s.encode() if isinstance(s, str) else s for s in student], dtype=object).reshape(-1, 1),
+        "BALANCE": np.array(balance, dtype=np.float32).reshape(-1, 1),
+        "INCOME": np.array(income, dtype=np.float32).reshape(-1, 1),
+    }
+
+
+@pytest.fixture
+def features(tmp_path):
+    FeatureSpec.fit(TRAIN).save(tmp_path / "features.json")
+    registry = InMemoryRegistry()
+    return CreditFeatures(FeatureSpec.load(tmp_path / "features.json"), registry, drift_window=200), registry
+
+
+def test_standardisation_uses_the_shipped_training_statistics(features):
+    handler, _ = features
+    (out,) = handler.execute_batch([credit_request(("Yes", "No"), (1000.0, 0.0), (20000.0, 50000.0))])
+    raw = np.array([[1.0, 1000.0, 20000.0], [0.0, 0.0, 50000.0]])
+    expected = (raw - TRAIN.mean(axis=0)) / TRAIN.std(axis=0)
+    np.testing.assert_allclose(out["FEATURES"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "request_kwargs, field, reason, rule",
+    [
+        ({"student": ("maybe",)}, "STUDENT", "unknown_category", "must be 'Yes' or 'No'"),
+        ({"student": (b"\xff",)}, "STUDENT", "not_utf8", "UTF-8"),
+        ({"balance": (float("nan"),)}, "BALANCE", "not_finite", "finite"),
+        ({"income": (float("inf"),)}, "INCOME", "not_finite", "finite"),
+        ({"balance": (-5.0,)}, "BALANCE", "negative", "must be >= 0"),
+    ],
+)
+def test_each_rule_names_the_field_and_is_counted(features, request_kwargs, field, reason, rule):
+    handler, registry = features
+    good, bad = handler.execute_batch([credit_request(), credit_request(**request_kwargs)])
+    assert good["FEATURES"].shape == (1, 3)
+    assert isinstance(bad, InputError) and bad.input_name == field and rule in str(bad)
+    assert registry.value("credit_rejected_inputs_total", field=field, reason=reason) == 1
+
+
+def test_missing_field_is_refused(features):
+    handler, _ = features
+    request = credit_request()
+    request["INCOME"] = None
+    (result,) = handler.execute_batch([request])
+    assert isinstance(result, InputError) and result.input_name == "INCOME" and "required" in str(result)
+
+
+def test_psi_is_small_for_training_like_traffic_and_large_after_a_shift(features):
+    handler, registry = features
+    rows = TRAIN[RNG.choice(len(TRAIN), 200)]
+    students = ["Yes" if s else "No" for s in rows[:, 0]]
+    handler.execute_batch([credit_request(students, rows[:, 1], rows[:, 2])])
+    assert registry.value("credit_feature_psi", feature="balance") < 0.1
+    handler.execute_batch([credit_request(students, rows[:, 1] * 3, rows[:, 2])])
+    assert registry.value("credit_feature_psi", feature="balance") > 0.25
+    assert registry.value("credit_feature_psi", feature="income") < 0.1
+
+
+def test_psi_definition_and_window():
+    assert psi(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0.0
+    expected = 0.2 * np.log(0.7 / 0.5) + (-0.2) * np.log(0.3 / 0.5)
+    assert psi(np.array([0.7, 0.3]), np.array([0.5, 0.5])) == pytest.approx(expected)
+    window = DriftWindow(DriftReference.from_training(np.arange(100.0)), size=10, min_rows=5)
+    window.add(np.arange(20.0))
+    assert len(window.values) == 10 and window.full_enough()
+
+
+def test_summary_statistics_and_interval():
+    members = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
+    stats = summarise(members, interval_level=0.9)
+    np.testing.assert_allclose(stats["mean"], [0.2, 0.5])
+    np.testing.assert_allclose(stats["std"], [0.1, 0.0])
+    np.testing.assert_allclose(stats["interval"][0], [0.2 - 1.6448536 * 0.1, 0.2 + 1.6448536 * 0.1], rtol=1e-6)
+    np.testing.assert_allclose(stats["interval"][1], [0.5, 0.5])
+    assert (summarise(np.array([[0.0, 0.0, 0.9]]), 0.99)["interval"] >= 0).all()
+
+
+def test_decisions_follow_the_thresholds():
+    policy = DecisionPolicy(approve_below=0.1, decline_at=0.5, review_above_uncertainty=0.05)
+    decisions = policy.decide(np.array([0.05, 0.05, 0.3, 0.6]), np.array([0.01, 0.2, 0.01, 0.3]))
+    assert decisions.tolist() == ["approve", "review", "review", "decline"]
+
+
+def test_aggregate_outputs_and_metrics():
+    registry = InMemoryRegistry()
+    names = [f"MEMBER_{i}" for i in range(3)]
+    handler = EnsembleAggregate(names, DecisionPolicy(), 0.9, registry)
+    request = {name: np.array([[0.02], [0.9]], dtype=np.float32) for name in names}
+    (out,) = handler.execute_batch([request])
+    np.testing.assert_allclose(out["DEFAULT_PROBABILITY"], [[0.02], [0.9]], rtol=1e-6)
+    np.testing.assert_allclose(out["CLASS_PROBABILITIES"], [[0.98, 0.02], [0.1, 0.9]], rtol=1e-6)
+    assert [d.decode() for d in out["DECISION"][:, 0]] == ["approve", "decline"]
+    assert registry.value("credit_decisions_total", decision="approve") == 1
+    bad = {name: np.array([[1.5]], dtype=np.float32) for name in names}
+    (refused,) = handler.execute_batch([bad])
+    assert isinstance(refused, InputError)
