@@ -80,3 +80,38 @@ def exec_perf_analyzer(args: list[str]) -> None:
     """Replace this process with perf_analyzer (exit code and signals pass straight through)."""
     cmd = command(with_admin_header(args, admin_key()[0]))
     os.execve(cmd[0], cmd, environment())
+
+
+def measure(
+    model: str,
+    grpc_url: str,
+    input_data: Path,
+    concurrency: int,
+    admin_key: str | None,
+    csv_path: Path,
+    extra: list[str] | None = None,
+) -> dict[str, float]:
+    """One perf_analyzer run over gRPC at a fixed concurrency, settings that converge on 2 cores.
+
+    Returns throughput (infer/s) and client latency percentiles (ms) from its CSV.
+    """
+    import csv
+    import subprocess
+
+    args = [
+        "-m", model, "-i", "grpc", "-u", grpc_url, "--input-data", str(input_data),
+        "--concurrency-range", str(concurrency), "--measurement-interval", "3000",
+        "--stability-percentage", "50", "--max-trials", "10", "--percentile", "99",
+        "-f", str(csv_path), *(extra or []),
+    ]
+    cmd = command(with_admin_header(args, admin_key))
+    completed = subprocess.run(cmd, capture_output=True, text=True, env=environment(), timeout=600)
+    if completed.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed ({completed.returncode}): {completed.stdout[-1500:]}{completed.stderr[-1500:]}")
+    (row,) = list(csv.DictReader(open(csv_path)))
+    return {
+        "throughput_infer_per_s": float(row["Inferences/Second"]),
+        "p50_ms": int(row["p50 latency"]) / 1000,
+        "p99_ms": int(row["p99 latency"]) / 1000,
+        "command": " ".join(["modelrepo perf-analyzer", *args]),
+    }
