@@ -17,6 +17,7 @@ from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInst
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 MEMBERS = 10
+CANDIDATE_SEED = 100  # version 2 of credit_members_fused: the same recipe, other seeds and bootstraps
 HIDDEN = 16
 EPOCHS = 300
 TEST_FRACTION = 0.2
@@ -167,6 +168,10 @@ def build_credit(output: Path) -> dict:
     fused_dir = destination / "credit_members_fused" / "1"
     fused_dir.mkdir(parents=True)
     export(fused(members), fused_dir / "model.onnx", [fused_output(i) for i in range(MEMBERS)])
+    candidates = [train_member(x_train, data["y_train"], CANDIDATE_SEED + index) for index in range(MEMBERS)]
+    (destination / "credit_members_fused" / "2").mkdir(parents=True)
+    export(fused(candidates), destination / "credit_members_fused" / "2" / "model.onnx",
+           [fused_output(i) for i in range(MEMBERS)])
     outputs = OnnxRunner(fused_dir / "model.onnx").run({MEMBER_INPUT: x_test})
     together = np.stack([outputs[fused_output(i)][:, 0] for i in range(MEMBERS)], axis=1)
     apart = np.stack(separate, axis=1)
@@ -213,10 +218,11 @@ CREDIT_OUTPUTS = {
 CLASS_LABELS_FILE = "labels.txt"  # no_default, default: the order of CLASS_PROBABILITIES
 
 
-def credit_ensemble_config(name: str, fused_members: bool) -> ModelConfig:
-    """credit_default (fan-out: one step per member) or credit_default_fused (one fused step).
+def credit_ensemble_config(name: str, fused_members: bool, members_version: int = 1) -> ModelConfig:
+    """credit_default (fan-out: one step per member), credit_default_fused (one fused step, version 1)
+    or credit_candidate (the fused step's version 2).
 
-    Both share the pre- and post-processing models and every public tensor name.
+    All share the pre- and post-processing models and every public tensor name.
     """
     config = ModelConfig(name=name, platform="ensemble", max_batch_size=256)
     for tensor, (dtype, dims) in CREDIT_INPUTS.items():
@@ -231,7 +237,7 @@ def credit_ensemble_config(name: str, fused_members: bool) -> ModelConfig:
         pre.input_map[tensor] = tensor
     pre.output_map["FEATURES"] = "features"
     if fused_members:
-        step = steps.add(model_name="credit_members_fused", model_version=-1)
+        step = steps.add(model_name="credit_members_fused", model_version=members_version)
         step.input_map[MEMBER_INPUT] = "features"
         for index in range(MEMBERS):
             step.output_map[fused_output(index)] = f"member_{index}"

@@ -68,7 +68,12 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
-    serve.add_argument("--model-control-mode", choices=["none", "explicit", "poll"], default="none")
+    serve.add_argument(
+        "--model-control-mode",
+        choices=["explicit", "none", "poll"],
+        default="explicit",
+        help="explicit (default) loads every model at start and allows config reloads with the admin key",
+    )
     serve.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for READY")
     serve.set_defaults(func=_serve)
 

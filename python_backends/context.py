@@ -16,15 +16,17 @@ class ModelContext:
     version_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
     metrics: Any = field(default_factory=InMemoryRegistry)  # TritonRegistry inside the stub
+    infer: Any = None  # async BLS call inside the stub: infer(model, inputs, outputs, version=-1)
 
     @classmethod
-    def from_triton_args(cls, args: dict[str, str], metrics: Any = None) -> "ModelContext":
+    def from_triton_args(cls, args: dict[str, str], metrics: Any = None, infer: Any = None) -> "ModelContext":
         # args["model_repository"] is the model's own folder; the version is a sub-folder of it.
         return cls(
             name=args["model_name"],
             version_dir=Path(args["model_repository"]) / args["model_version"],
             config=json.loads(args["model_config"]),
             metrics=metrics if metrics is not None else InMemoryRegistry(),
+            infer=infer,
         )
 
     @property

@@ -2,12 +2,16 @@
 
 A handler is any class with `from_context(ModelContext)` and
 `execute_batch(list[dict[str, ndarray]]) -> list[dict[str, ndarray] | Exception]`, one entry per
-request. An `InputError` (or any exception) for one request becomes that request's error response;
-its neighbours in the same dynamic batch are answered normally.
+request, or the coroutine `execute_batch_async` (then the model's execute is async, as BLS models
+that fan out concurrently need). An `InputError`, or an exception with `client_error = True`, becomes
+that request's INVALID_ARG error; any other exception an INTERNAL one; its neighbours in the same
+dynamic batch are answered normally. Each request dict also carries the request's parameters
+(`{"user_id": ...}`) under REQUEST_PARAMETERS.
 """
 
 from __future__ import annotations
 
+import json
 import traceback
 from typing import Any
 
@@ -16,6 +20,37 @@ import numpy as np
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.metrics import TritonRegistry
+
+REQUEST_PARAMETERS = "$parameters"
+
+
+class RemoteModelError(RuntimeError):
+    """A model called through BLS answered with an error."""
+
+    def __init__(self, model: str, message: str, client_error: bool):
+        super().__init__(message)
+        self.model = model
+        self.client_error = client_error
+
+
+def bls_caller(pb_utils: Any):
+    """An async `infer(model, inputs, outputs, version=-1) -> dict` over Triton's BLS."""
+
+    async def infer(model: str, inputs: dict, outputs: list[str], version: int = -1) -> dict:
+        request = pb_utils.InferenceRequest(
+            model_name=model,
+            model_version=version,
+            requested_output_names=list(outputs),
+            inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
+        )
+        response = await request.async_exec()
+        if response.has_error():
+            error = response.error()
+            client_error = error.code() == pb_utils.TritonError.INVALID_ARG
+            raise RemoteModelError(model, error.message(), client_error)
+        return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
+
+    return infer
 
 
 def triton_model(handler_class: Any) -> type:
@@ -28,7 +63,7 @@ def triton_model(handler_class: Any) -> type:
             self.pb_utils = pb_utils
             # The registry owns the MetricFamily objects, which must outlive their Metrics: keep it here.
             self.metrics = TritonRegistry(pb_utils)
-            context = ModelContext.from_triton_args(args, metrics=self.metrics)
+            context = ModelContext.from_triton_args(args, metrics=self.metrics, infer=bls_caller(pb_utils))
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
             self.output_dtypes = {
                 spec["name"]: pb_utils.triton_string_to_numpy(spec["data_type"])
@@ -36,31 +71,28 @@ def triton_model(handler_class: Any) -> type:
             }
             self.handler = handler_class.from_context(context)
 
-        def execute(self, requests: list) -> list:
-            pb_utils = self.pb_utils
+        def _batch(self, requests: list) -> list[dict]:
             batch = []
             for request in requests:
-                tensors = {}
+                tensors: dict[str, Any] = {}
                 for name in self.input_names:
-                    tensor = pb_utils.get_input_tensor_by_name(request, name)
+                    tensor = self.pb_utils.get_input_tensor_by_name(request, name)
                     tensors[name] = None if tensor is None else tensor.as_numpy()
+                tensors[REQUEST_PARAMETERS] = json.loads(request.parameters() or "{}")
                 batch.append(tensors)
-            try:
-                results = self.handler.execute_batch(batch)
-            except Exception as err:  # a bug must not take the model down: fail this batch only
-                pb_utils.Logger.log_error(traceback.format_exc())
-                results = [err] * len(requests)
-            return [self._response(result) for result in results]
+            return batch
+
+        def _failed(self, err: Exception, count: int) -> list:
+            # a bug must not take the model down: fail this batch only
+            self.pb_utils.Logger.log_error(traceback.format_exc())
+            return [err] * count
 
         def _response(self, result: Any) -> Any:
             pb_utils = self.pb_utils
             if isinstance(result, Exception):
-                code = (
-                    pb_utils.TritonError.INVALID_ARG
-                    if isinstance(result, InputError)
-                    else pb_utils.TritonError.INTERNAL
-                )
-                message = str(result) if isinstance(result, InputError) else f"internal error: {result}"
+                client_error = isinstance(result, InputError) or getattr(result, "client_error", False)
+                code = pb_utils.TritonError.INVALID_ARG if client_error else pb_utils.TritonError.INTERNAL
+                message = str(result) if client_error else f"internal error: {result}"
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))
             tensors = [
                 pb_utils.Tensor(name, np.ascontiguousarray(array, dtype=self.output_dtypes[name]))
@@ -76,5 +108,27 @@ def triton_model(handler_class: Any) -> type:
             del self.handler  # its Metric objects go before the registry's MetricFamily objects
             del self.metrics
 
-    TritonPythonModel.__name__ = f"TritonPythonModel[{handler_class.__name__}]"
-    return TritonPythonModel
+    if hasattr(handler_class, "execute_batch_async"):
+
+        class AsyncModel(TritonPythonModel):
+            async def execute(self, requests: list) -> list:
+                try:
+                    results = await self.handler.execute_batch_async(self._batch(requests))
+                except Exception as err:
+                    results = self._failed(err, len(requests))
+                return [self._response(result) for result in results]
+
+        model = AsyncModel
+    else:
+
+        class SyncModel(TritonPythonModel):
+            def execute(self, requests: list) -> list:
+                try:
+                    results = self.handler.execute_batch(self._batch(requests))
+                except Exception as err:
+                    results = self._failed(err, len(requests))
+                return [self._response(result) for result in results]
+
+        model = SyncModel
+    model.__name__ = f"TritonPythonModel[{handler_class.__name__}]"
+    return model

@@ -93,7 +93,9 @@ class TritonServer:
     grpc_port: int = 8001
     metrics_port: int = 8002
     admin_key: str | None = None
-    model_control_mode: str = "none"
+    # explicit + every model loaded at start: what is served is the whole repository, and configs can
+    # be reloaded (load_model with a config override) without a restart.
+    model_control_mode: str = "explicit"
     cache_bytes: int = DEFAULT_CACHE_BYTES
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
@@ -121,6 +123,7 @@ class TritonServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             f"--model-control-mode={self.model_control_mode}",
+            *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
             f"--cache-directory={home / 'caches'}",
             f"--cache-config=local,size={self.cache_bytes}",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
@@ -193,7 +196,7 @@ class TritonServer:
                     f"(full log: {self.log_path}):\n{lines}"
                 )
             if self.is_ready():
-                if self.model_control_mode == "none" and self.admin_key:
+                if self.admin_key and self.model_control_mode != "poll":
                     not_ready = {n: s for n, s in self.model_states().items() if s != "READY"}
                     if not_ready:
                         raise ServerStartError(f"models not READY: {not_ready}")

@@ -71,8 +71,10 @@ def test_check_reports_a_config_that_does_not_parse(repo_copy):
     assert "does not parse" in problem
 
 
-@pytest.mark.parametrize("name, fused", [("credit_default", False), ("credit_default_fused", True)])
-def test_credit_ensembles_are_the_committed_rendering(name, fused):
+@pytest.mark.parametrize(
+    "name, fused, version", [("credit_default", False, 1), ("credit_default_fused", True, 1), ("credit_candidate", True, 2)]
+)
+def test_credit_ensembles_are_the_committed_rendering(name, fused, version):
     from modelrepo.build.credit import credit_ensemble_config
 
-    assert read_config(MODEL_REPOSITORY / name) == credit_ensemble_config(name, fused)
+    assert read_config(MODEL_REPOSITORY / name) == credit_ensemble_config(name, fused, version)

@@ -1,0 +1,153 @@
+"""credit_router (BLS, async): canary / A-B / shadow / cascade routing in front of the credit pipelines.
+
+The policy comes from the model's config parameters (python_backends/routing.py), so a config
+reload (`load_model` with a config override) changes it without a restart. A request's
+`user_id` parameter makes canary and A/B assignment sticky. The answer carries ROUTE, which path
+answered. A candidate that fails or is missing never fails the request: the primary answers and
+credit_router_fallbacks_total counts it. Shadow disagreements (different DECISION) are counted and
+logged as JSON lines (rotating file, `shadow_log` parameter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.handlers
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.build.credit import CREDIT_INPUTS, CREDIT_OUTPUTS
+from modelrepo.python_backends.batching import Tensors, required
+from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.metrics import COUNTER, HISTOGRAM, InMemoryRegistry
+from modelrepo.python_backends.routing import RouterPolicy, assign, confident
+from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS, RemoteModelError
+
+OUTPUTS = list(CREDIT_OUTPUTS)
+LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
+
+
+def shadow_logger(path: Path) -> logging.Logger:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"credit_router.shadow.{path}")
+    if not logger.handlers:
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=3)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def decisions(outputs: Tensors) -> list[str]:
+    return [value.decode() for value in outputs["DECISION"].reshape(-1)]
+
+
+class CreditRouter:
+    def __init__(self, policy: RouterPolicy, infer, shadow_log: Path, metrics=None):
+        self.policy = policy
+        self.infer = infer
+        self.shadow_log = shadow_logger(shadow_log)
+        metrics = metrics or InMemoryRegistry()
+        self.requests = metrics.family("credit_router_requests_total", "Routed requests by policy and route", COUNTER)
+        self.decided = metrics.family("credit_router_decisions_total", "Decisions by route (A/B arms)", COUNTER)
+        self.latency = metrics.family("credit_router_latency_seconds", "End-to-end latency by route", HISTOGRAM)
+        self.fallbacks = metrics.family("credit_router_fallbacks_total", "Candidate failures answered by the primary", COUNTER)
+        self.shadow_compared = metrics.family("credit_shadow_comparisons_total", "Shadowed requests compared", COUNTER)
+        self.shadow_disagreed = metrics.family(
+            "credit_shadow_disagreements_total", "Shadowed requests whose DECISION differs", COUNTER
+        )
+
+    @classmethod
+    def from_context(cls, context: ModelContext) -> "CreditRouter":
+        from modelrepo.paths import cache_dir
+
+        default_log = cache_dir() / "logs" / f"{context.name}_shadow.jsonl"
+        return cls(
+            RouterPolicy.from_parameters(context.parameter),
+            context.infer,
+            Path(context.parameter("shadow_log", str(default_log))),
+            context.metrics,
+        )
+
+    async def execute_batch_async(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
+        return await asyncio.gather(*(self.route(request) for request in requests), return_exceptions=True)
+
+    async def route(self, request: Tensors) -> Tensors:
+        started = time.perf_counter()
+        inputs = {name: required(request, name) for name in CREDIT_INPUTS}
+        user_id = request.get(REQUEST_PARAMETERS, {}).get("user_id")
+        user_id = None if user_id is None else str(user_id)
+        mode = self.policy.mode
+        if mode == "shadow":
+            route, outputs = await self.shadowed(inputs, user_id)
+        elif mode == "cascade":
+            route, outputs = await self.cascade(inputs)
+        else:
+            route = assign(self.policy, user_id)
+            use_candidate = route in ("candidate", "arm_b")
+            model = self.policy.candidate_model if use_candidate else self.policy.primary_model
+            route, outputs = await self.with_fallback(model, inputs, route, use_candidate)
+        self.requests.metric({"policy": mode, "route": route}).increment(1.0)
+        for decision in decisions(outputs):
+            self.decided.metric({"route": route, "decision": decision}).increment(1.0)
+        self.latency.metric({"route": route}, LATENCY_BUCKETS).observe(time.perf_counter() - started)
+        rows = len(outputs["DECISION"])
+        return {**outputs, "ROUTE": np.array([route.encode()] * rows, dtype=object).reshape(-1, 1)}
+
+    async def with_fallback(self, model: str, inputs: Tensors, route: str, is_candidate: bool) -> tuple[str, Tensors]:
+        try:
+            return route, await self.infer(model, inputs, OUTPUTS)
+        except RemoteModelError as err:
+            if err.client_error or not is_candidate:
+                raise
+            self.fallbacks.metric({"reason": "candidate_error", "candidate": model}).increment(1.0)
+            return f"{route}_fallback", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
+
+    async def shadowed(self, inputs: Tensors, user_id: str | None) -> tuple[str, Tensors]:
+        primary, shadow = await asyncio.gather(
+            self.infer(self.policy.primary_model, inputs, OUTPUTS),
+            self.infer(self.policy.candidate_model, inputs, OUTPUTS),
+            return_exceptions=True,
+        )
+        if isinstance(primary, Exception):
+            raise primary
+        if isinstance(shadow, Exception):
+            reason = "candidate_error" if not getattr(shadow, "client_error", False) else "client_error"
+            self.fallbacks.metric({"reason": f"shadow_{reason}", "candidate": self.policy.candidate_model}).increment(1.0)
+            return "primary", primary
+        self.shadow_compared.metric({}).increment(1.0)
+        ours, theirs = decisions(primary), decisions(shadow)
+        if ours != theirs:
+            self.shadow_disagreed.metric({}).increment(1.0)
+            self.shadow_log.info(json.dumps({
+                "time": time.time(),
+                "user_id": user_id,
+                "primary_model": self.policy.primary_model,
+                "candidate_model": self.policy.candidate_model,
+                "primary": {"decision": ours, "probability": primary["DEFAULT_PROBABILITY"].reshape(-1).tolist()},
+                "candidate": {"decision": theirs, "probability": shadow["DEFAULT_PROBABILITY"].reshape(-1).tolist()},
+                "inputs": {"STUDENT": [v.decode(errors="replace") for v in inputs["STUDENT"].reshape(-1)],
+                           "BALANCE": inputs["BALANCE"].reshape(-1).tolist(),
+                           "INCOME": inputs["INCOME"].reshape(-1).tolist()},
+            }))
+        return "primary", primary
+
+    async def cascade(self, inputs: Tensors) -> tuple[str, Tensors]:
+        features = (await self.infer("credit_preprocess", inputs, ["FEATURES"]))["FEATURES"]
+        cheap = (await self.infer(self.policy.cascade_model, {"FEATURES": features}, ["PROBABILITY"]))["PROBABILITY"]
+        if not confident(self.policy, cheap):
+            return "cascade_full", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
+        p = cheap.reshape(-1).astype(np.float32)
+        decision = np.where(p >= self.policy.cascade_decline_at, "decline", "approve")
+        return "cascade_short", {
+            "DEFAULT_PROBABILITY": p.reshape(-1, 1),
+            "UNCERTAINTY": np.zeros((len(p), 1), dtype=np.float32),  # one member: no ensemble spread
+            "INTERVAL": np.stack([p, p], axis=1),
+            "DECISION": np.array([d.encode() for d in decision], dtype=object).reshape(-1, 1),
+            "CLASS_PROBABILITIES": np.stack([1 - p, p], axis=1),
+        }
