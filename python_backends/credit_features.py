@@ -59,13 +59,57 @@ class FeatureSpec:
         return ((raw - np.asarray(self.mean)) / np.asarray(self.std)).astype(np.float32)
 
 
+class CreditInputError(InputError):
+    def __init__(self, field: str, reason: str, rule: str, item: int):
+        super().__init__(field, rule, item)
+        self.reason = reason
+
+
+def rejection_counter(metrics):
+    return metrics.family("credit_rejected_inputs_total", "Credit requests refused by input validation", COUNTER)
+
+
+def count_rejection(counter, err: CreditInputError) -> None:
+    counter.metric({"field": err.input_name, "reason": err.reason}).increment(1.0)
+
+
+def validate_credit_inputs(request: Tensors) -> np.ndarray:
+    """One request -> [n, 3] raw features in FEATURE_ORDER, or a CreditInputError for the first rule broken."""
+    for name in ("STUDENT", *NUMERIC_INPUTS):
+        if request.get(name) is None:
+            raise CreditInputError(name, "missing", "is required but was not sent", 0)
+    student = required(request, "STUDENT").reshape(-1)
+    rows = len(student)
+    columns = [np.zeros(rows)]
+    for item, value in enumerate(student):
+        raw = bytes(value) if not isinstance(value, str) else value.encode()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CreditInputError("STUDENT", "not_utf8", "must be valid UTF-8", item) from None
+        if text not in STUDENT_VALUES:
+            allowed = " or ".join(f"'{v}'" for v in STUDENT_VALUES)
+            raise CreditInputError("STUDENT", "unknown_category", f"must be {allowed}, got {text[:40]!r}", item)
+        columns[0][item] = STUDENT_VALUES[text]
+    for name in NUMERIC_INPUTS:
+        values = required(request, name).reshape(-1).astype(np.float64)
+        if len(values) != rows:
+            raise CreditInputError(name, "shape", f"has {len(values)} rows but STUDENT has {rows}", 0)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise CreditInputError(name, "not_finite", "must be a finite number (no NaN or inf)", int(bad[0]))
+        negative = np.flatnonzero(values < 0)
+        if negative.size:
+            raise CreditInputError(name, "negative", f"must be >= 0, got {values[negative[0]]:g}", int(negative[0]))
+        columns.append(values)
+    return np.stack(columns, axis=1)
+
+
 class CreditFeatures:
     def __init__(self, spec: FeatureSpec, metrics=None, drift_window: int = 1000):
         self.spec = spec
         metrics = metrics or InMemoryRegistry()
-        self.rejections = metrics.family(
-            "credit_rejected_inputs_total", "Credit requests refused by input validation", COUNTER
-        )
+        self.rejections = rejection_counter(metrics)
         self.psi_gauge = metrics.family(
             "credit_feature_psi", "PSI of each feature over a sliding window vs the training data", GAUGE
         )
@@ -79,40 +123,12 @@ class CreditFeatures:
             context.int_parameter("drift_window", 1000),
         )
 
-    def refuse(self, field: str, reason: str, rule: str, item: int) -> InputError:
-        self.rejections.metric({"field": field, "reason": reason}).increment(1.0)
-        return InputError(field, rule, item)
-
     def raw_features(self, request: Tensors) -> np.ndarray:
-        """One request -> [n, 3] raw features, or the first rule it breaks."""
-        for name in ("STUDENT", *NUMERIC_INPUTS):
-            if request.get(name) is None:
-                raise self.refuse(name, "missing", "is required but was not sent", 0)
-        student = required(request, "STUDENT").reshape(-1)
-        rows = len(student)
-        columns = [np.zeros(rows)]
-        for item, value in enumerate(student):
-            raw = bytes(value) if not isinstance(value, str) else value.encode()
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise self.refuse("STUDENT", "not_utf8", "must be valid UTF-8", item) from None
-            if text not in STUDENT_VALUES:
-                allowed = " or ".join(f"'{v}'" for v in STUDENT_VALUES)
-                raise self.refuse("STUDENT", "unknown_category", f"must be {allowed}, got {text[:40]!r}", item)
-            columns[0][item] = STUDENT_VALUES[text]
-        for name in NUMERIC_INPUTS:
-            values = required(request, name).reshape(-1).astype(np.float64)
-            if len(values) != rows:
-                raise self.refuse(name, "shape", f"has {len(values)} rows but STUDENT has {rows}", 0)
-            bad = np.flatnonzero(~np.isfinite(values))
-            if bad.size:
-                raise self.refuse(name, "not_finite", "must be a finite number (no NaN or inf)", int(bad[0]))
-            negative = np.flatnonzero(values < 0)
-            if negative.size:
-                raise self.refuse(name, "negative", f"must be >= 0, got {values[negative[0]]:g}", int(negative[0]))
-            columns.append(values)
-        return np.stack(columns, axis=1)
+        try:
+            return validate_credit_inputs(request)
+        except CreditInputError as err:
+            count_rejection(self.rejections, err)
+            raise
 
     def execute_batch(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
         return answer_each(requests, self.raw_features, self.standardise_requests)

@@ -23,6 +23,12 @@ import numpy as np
 from modelrepo.build.credit import CREDIT_INPUTS, CREDIT_OUTPUTS
 from modelrepo.python_backends.batching import Tensors, required
 from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.credit_features import (
+    CreditInputError,
+    count_rejection,
+    rejection_counter,
+    validate_credit_inputs,
+)
 from modelrepo.python_backends.metrics import COUNTER, HISTOGRAM, InMemoryRegistry
 from modelrepo.python_backends.routing import RouterPolicy, assign, confident
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS, RemoteModelError
@@ -53,6 +59,7 @@ class CreditRouter:
         self.infer = infer
         self.shadow_log = shadow_logger(shadow_log)
         metrics = metrics or InMemoryRegistry()
+        self.rejections = rejection_counter(metrics)
         self.requests = metrics.family("credit_router_requests_total", "Routed requests by policy and route", COUNTER)
         self.decided = metrics.family("credit_router_decisions_total", "Decisions by route (A/B arms)", COUNTER)
         self.latency = metrics.family("credit_router_latency_seconds", "End-to-end latency by route", HISTOGRAM)
@@ -79,6 +86,11 @@ class CreditRouter:
 
     async def route(self, request: Tensors) -> Tensors:
         started = time.perf_counter()
+        try:  # refuse bad input here: BLS reports a callee's validation error as INTERNAL
+            validate_credit_inputs(request)
+        except CreditInputError as err:
+            count_rejection(self.rejections, err)
+            raise
         inputs = {name: required(request, name) for name in CREDIT_INPUTS}
         user_id = request.get(REQUEST_PARAMETERS, {}).get("user_id")
         user_id = None if user_id is None else str(user_id)

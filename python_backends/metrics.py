@@ -66,10 +66,19 @@ class TritonFamily:
         return self._metrics[key]
 
 
+# Triton 2.51 shares one server-side family (and one metric per label set) between every
+# MetricFamily / Metric object of the same name, and deleting either removes the shared one. When a
+# config reload replaces a model instance, the old instance's objects would be deleted while the new
+# instance still uses them: the server then segfaults (seen here). So families and metrics created
+# in a stub are kept for the life of the process and never deleted.
+_KEEP_ALIVE: list[Any] = []
+
+
 class TritonRegistry:
     """pb_utils.MetricFamily behind the same interface (created only inside the stub)."""
 
     def __init__(self, pb_utils: Any):
+        _KEEP_ALIVE.append(self)
         self._pb = pb_utils
         self._families: dict[str, TritonFamily] = {}
         self._kinds = {COUNTER: pb_utils.MetricFamily.COUNTER, GAUGE: pb_utils.MetricFamily.GAUGE,

@@ -61,8 +61,7 @@ def triton_model(handler_class: Any) -> type:
             import triton_python_backend_utils as pb_utils  # exists only inside the stub
 
             self.pb_utils = pb_utils
-            # The registry owns the MetricFamily objects, which must outlive their Metrics: keep it here.
-            self.metrics = TritonRegistry(pb_utils)
+            self.metrics = TritonRegistry(pb_utils)  # lives as long as the stub process (see metrics.py)
             context = ModelContext.from_triton_args(args, metrics=self.metrics, infer=bls_caller(pb_utils))
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
             self.output_dtypes = {
@@ -105,8 +104,6 @@ def triton_model(handler_class: Any) -> type:
             close = getattr(self.handler, "close", None)
             if close:
                 close()
-            del self.handler  # its Metric objects go before the registry's MetricFamily objects
-            del self.metrics
 
     if hasattr(handler_class, "execute_batch_async"):
 
