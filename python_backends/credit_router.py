@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +31,7 @@ from modelrepo.python_backends.credit_features import (
     validate_credit_inputs,
 )
 from modelrepo.python_backends.metrics import COUNTER, HISTOGRAM, InMemoryRegistry
-from modelrepo.python_backends.routing import RouterPolicy, assign, confident
+from modelrepo.python_backends.routing import RouterPolicy, assign, confident, shadowed
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS, RemoteModelError
 
 OUTPUTS = list(CREDIT_OUTPUTS)
@@ -121,6 +122,8 @@ class CreditRouter:
             return f"{route}_fallback", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
 
     async def shadowed(self, inputs: Tensors, user_id: str | None) -> tuple[str, Tensors]:
+        if not shadowed(self.policy, user_id, random.random() * 100):
+            return "primary", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
         primary, shadow = await asyncio.gather(
             self.infer(self.policy.primary_model, inputs, OUTPUTS),
             self.infer(self.policy.candidate_model, inputs, OUTPUTS),

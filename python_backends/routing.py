@@ -3,7 +3,8 @@
 - canary: `canary_percent` % of users go to the candidate, sticky: a user's bucket is a hash of
   (salt, user_id), so the same user always lands on the same side until the salt changes.
 - ab: two sticky arms, "a" (primary) and "b" (candidate), `ab_b_percent` % of users in arm b.
-- shadow: the primary answers; the candidate gets the same request and the two are compared.
+- shadow: the primary answers; the candidate gets the same request and the two are compared, for
+  `shadow_percent` % of users (sticky by user id; requests without one are sampled at random).
 - cascade: one member first; if its probability is confidently outside the review band
   (< cascade_approve_below or >= cascade_decline_at), that answers; otherwise the full ensemble.
 - primary: everything to the primary.
@@ -25,6 +26,7 @@ class RouterPolicy:
     candidate_model: str = "credit_candidate"
     canary_percent: float = 10.0
     ab_b_percent: float = 50.0
+    shadow_percent: float = 100.0
     salt: str = "credit-router"
     cascade_model: str = "credit_member_0"
     cascade_approve_below: float = 0.02
@@ -33,7 +35,7 @@ class RouterPolicy:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"router mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("canary_percent", "ab_b_percent"):
+        for name in ("canary_percent", "ab_b_percent", "shadow_percent"):
             if not 0 <= getattr(self, name) <= 100:
                 raise ValueError(f"{name} must be within [0, 100]")
 
@@ -60,6 +62,12 @@ def assign(policy: RouterPolicy, user_id: str | None) -> str:
     if policy.mode == "ab":
         return "arm_b" if user_id is not None and bucket(user_id, policy.salt) < policy.ab_b_percent else "arm_a"
     return "primary"
+
+
+def shadowed(policy: RouterPolicy, user_id: str | None, draw: float) -> bool:
+    """Does this request also go to the candidate? `draw` in [0, 100) is used when there is no user id."""
+    position = draw if user_id is None else bucket(user_id, policy.salt + ":shadow")
+    return position < policy.shadow_percent
 
 
 def confident(policy: RouterPolicy, probability) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelrepo.python_backends.routing import RouterPolicy, assign, bucket, confident
+from modelrepo.python_backends.routing import RouterPolicy, assign, bucket, confident, shadowed
 
 
 @pytest.mark.parametrize("percent", [1, 10, 25, 50, 90])
@@ -52,3 +52,12 @@ def test_cascade_confidence_band():
     assert confident(policy, [0.001, 0.95])
     assert not confident(policy, [0.001, 0.5])
     assert not confident(policy, [0.02])
+
+
+def test_shadow_sampling_is_sticky_per_user_and_random_without_one():
+    policy = RouterPolicy(mode="shadow", shadow_percent=25)
+    chosen = [shadowed(policy, f"user-{i}", draw=99.0) for i in range(10_000)]
+    assert abs(100 * sum(chosen) / len(chosen) - 25) <= 2
+    assert chosen[:100] == [shadowed(policy, f"user-{i}", draw=0.0) for i in range(100)]
+    assert shadowed(policy, None, draw=10.0) and not shadowed(policy, None, draw=30.0)
+    assert all(shadowed(RouterPolicy(mode="shadow"), f"u{i}", 0.0) for i in range(100))

@@ -1,0 +1,126 @@
+"""credit_router policies measured: shadow overhead at light load, cascade share/agreement/throughput.
+
+    .venv/bin/python -m modelrepo.perf.credit_router [--rows 2000] [--rounds 2]
+
+One embedded server; the router's policy is switched by config reload between measurements.
+- shadow overhead: perf_analyzer p50 at concurrency 1, mode primary vs mode shadow (alternated).
+- cascade: share answered by one member and decision agreement with always-full over the hold-out
+  rows (one request per row), and perf_analyzer throughput at concurrency 8, cascade vs primary.
+Writes perf/results/credit_router.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from modelrepo.build.credit import dataset
+from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
+from modelrepo.perf.analyzer import measure
+from modelrepo.perf.credit_fused_vs_fanout import input_file
+from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.server import TritonServer, free_ports
+
+KEY = "bench"
+
+
+def configure(client, mode: str) -> None:
+    """mode, or "shadow@P" for shadow with shadow_percent P."""
+    headers = {GRPC_ADMIN_HEADER: KEY}
+    config = client.get_model_config("credit_router", as_json=True, headers=headers)["config"]
+    mode, _, percent = mode.partition("@")
+    config["parameters"]["mode"] = {"string_value": mode}
+    config["parameters"]["shadow_percent"] = {"string_value": percent or "100"}
+    client.load_model("credit_router", config=json.dumps(config), headers=headers)
+
+
+def decisions_and_routes(client, rows: np.ndarray) -> tuple[list[bytes], list[bytes]]:
+    decisions, routes = [], []
+    for row in rows:
+        tensors = []
+        for name, value, dtype in (
+            ("STUDENT", np.array([[b"Yes" if row[0] else b"No"]], dtype=object), "BYTES"),
+            ("BALANCE", np.array([[row[1]]], dtype=np.float32), "FP32"),
+            ("INCOME", np.array([[row[2]]], dtype=np.float32), "FP32"),
+        ):
+            tensor = grpcclient.InferInput(name, [1, 1], dtype)
+            tensor.set_data_from_numpy(value)
+            tensors.append(tensor)
+        result = client.infer("credit_router", tensors)
+        decisions.append(result.as_numpy("DECISION")[0, 0])
+        routes.append(result.as_numpy("ROUTE")[0, 0])
+    return decisions, routes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    rows = dataset()["x_test"][: args.rows]
+    light, loaded = {"primary": [], "shadow": [], "shadow@20": []}, {"primary": [], "cascade": []}
+    with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=KEY) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        data = input_file(Path(tmp), 200)
+        for _ in range(args.rounds):
+            for mode in light:
+                configure(client, mode)
+                light[mode].append(measure("credit_router", server.grpc_url, data, 1, KEY, Path(tmp) / "l.csv"))
+            for mode in loaded:
+                configure(client, mode)
+                loaded[mode].append(measure("credit_router", server.grpc_url, data, 8, KEY, Path(tmp) / "c.csv"))
+        configure(client, "primary")
+        full, _ = decisions_and_routes(client, rows)
+        configure(client, "cascade")
+        cascaded, routes = decisions_and_routes(client, rows)
+        configure(client, "primary")
+    p50 = {mode: float(np.median([run["p50_ms"] for run in runs])) for mode, runs in light.items()}
+    throughput = {mode: max(run["throughput_infer_per_s"] for run in runs) for mode, runs in loaded.items()}
+    summary = {
+        "shadow_p50_overhead": p50["shadow"] / p50["primary"] - 1,
+        "shadow_20_percent_p50_overhead": p50["shadow@20"] / p50["primary"] - 1,
+        "cascade_short_circuit_share": float(np.mean([r == b"cascade_short" for r in routes])),
+        "cascade_decision_agreement": float(np.mean([a == b for a, b in zip(full, cascaded)])),
+        "cascade_throughput_gain": throughput["cascade"] / throughput["primary"],
+        "rows": len(rows),
+    }
+    command = f".venv/bin/python -m modelrepo.perf.credit_router --rows {args.rows} --rounds {args.rounds}"
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
+    (PERF_RESULTS / "credit_router.json").write_text(json.dumps(
+        {"command": command, "date": date, "summary": summary, "light_load": light, "concurrency_8": loaded}, indent=2
+    ))
+    lines = [
+        "# credit_router: shadow overhead and cascade",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {date}; 2-core CPU machine, embedded Triton 2.51.0; primary = credit_default (fan-out), "
+        "candidate = credit_candidate. Policies switched by config reload on one server.",
+        "",
+        "| measurement | primary | policy | result | goal |",
+        "| --- | --- | --- | --- | --- |",
+        f"| p50 at concurrency 1 (ms), median of {args.rounds} | {p50['primary']:.2f} | shadow {p50['shadow']:.2f} | "
+        f"{summary['shadow_p50_overhead']:+.1%} | ≤ +10 % |",
+        f"| same, shadowing a 20 % sample (shadow_percent 20) | {p50['primary']:.2f} | shadow@20 {p50['shadow@20']:.2f} | "
+        f"{summary['shadow_20_percent_p50_overhead']:+.1%} | ≤ +10 % |",
+        f"| throughput at concurrency 8 (infer/s), best of {args.rounds} | {throughput['primary']:.1f} | "
+        f"cascade {throughput['cascade']:.1f} | {summary['cascade_throughput_gain']:.2f}× | — |",
+        f"| cascade: share answered by one member ({len(rows)} hold-out rows) | | | "
+        f"{summary['cascade_short_circuit_share']:.1%} | — |",
+        f"| cascade: DECISION agreement with always-full | | | {summary['cascade_decision_agreement']:.2%} | ≥ 99.5 % |",
+        "",
+        "perf_analyzer runs (gRPC, batch 1, 200 hold-out rows as input data): "
+        f"`{light['primary'][0]['command']}` (concurrency 8 for throughput).",
+    ]
+    (PERF_RESULTS / "credit_router.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
