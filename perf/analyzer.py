@@ -86,12 +86,14 @@ def measure(
     model: str,
     grpc_url: str,
     input_data: Path,
-    concurrency: int,
+    concurrency: int | None,
     admin_key: str | None,
     csv_path: Path,
     extra: list[str] | None = None,
+    request_rate: float | None = None,
 ) -> dict[str, float]:
-    """One perf_analyzer run over gRPC at a fixed concurrency, settings that converge on 2 cores.
+    """One perf_analyzer run over gRPC at a fixed concurrency (closed loop) or request rate (open
+    loop, `request_rate` per second), with settings that converge on 2 cores.
 
     Returns throughput (infer/s) and client latency percentiles (ms) from its CSV.
     """
@@ -100,7 +102,8 @@ def measure(
 
     args = [
         "-m", model, "-i", "grpc", "-u", grpc_url, "--input-data", str(input_data),
-        "--concurrency-range", str(concurrency), "--measurement-interval", "3000",
+        *(["--request-rate-range", str(request_rate)] if request_rate else ["--concurrency-range", str(concurrency)]),
+        "--measurement-interval", "3000",
         "--stability-percentage", "50", "--max-trials", "10", "--percentile", "99",
         "-f", str(csv_path), *(extra or []),
     ]

@@ -83,9 +83,14 @@ class CreditRouter:
         )
 
     async def execute_batch_async(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
+        """All requests of a batch, answered together (for callers without a response sender)."""
         return await asyncio.gather(*(self.route(request) for request in requests), return_exceptions=True)
 
-    async def route(self, request: Tensors) -> Tensors:
+    async def execute_request_async(self, request: Tensors, respond) -> Tensors:
+        """One request; in shadow mode the client is answered before the candidate's reply is awaited."""
+        return await self.route(request, respond)
+
+    async def route(self, request: Tensors, respond=None) -> Tensors:
         started = time.perf_counter()
         try:  # refuse bad input here: BLS reports a callee's validation error as INTERNAL
             validate_credit_inputs(request)
@@ -97,20 +102,27 @@ class CreditRouter:
         user_id = None if user_id is None else str(user_id)
         mode = self.policy.mode
         if mode == "shadow":
-            route, outputs = await self.shadowed(inputs, user_id)
-        elif mode == "cascade":
+            return await self.shadowed(inputs, user_id, lambda out: self.answer(out, "primary", mode, started, respond))
+        if mode == "cascade":
             route, outputs = await self.cascade(inputs)
         else:
             route = assign(self.policy, user_id)
             use_candidate = route in ("candidate", "arm_b")
             model = self.policy.candidate_model if use_candidate else self.policy.primary_model
             route, outputs = await self.with_fallback(model, inputs, route, use_candidate)
+        return self.answer(outputs, route, mode, started, respond)
+
+    def answer(self, outputs: Tensors, route: str, mode: str, started: float, respond=None) -> Tensors:
+        """Count, time and (with a responder) send the answer; idempotent per request."""
+        rows = len(outputs["DECISION"])
+        answer = {**outputs, "ROUTE": np.array([route.encode()] * rows, dtype=object).reshape(-1, 1)}
         self.requests.metric({"policy": mode, "route": route}).increment(1.0)
         for decision in decisions(outputs):
             self.decided.metric({"route": route, "decision": decision}).increment(1.0)
         self.latency.metric({"route": route}, LATENCY_BUCKETS).observe(time.perf_counter() - started)
-        rows = len(outputs["DECISION"])
-        return {**outputs, "ROUTE": np.array([route.encode()] * rows, dtype=object).reshape(-1, 1)}
+        if respond is not None:
+            respond(answer)
+        return answer
 
     async def with_fallback(self, model: str, inputs: Tensors, route: str, is_candidate: bool) -> tuple[str, Tensors]:
         try:
@@ -121,20 +133,19 @@ class CreditRouter:
             self.fallbacks.metric({"reason": "candidate_error", "candidate": model}).increment(1.0)
             return f"{route}_fallback", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
 
-    async def shadowed(self, inputs: Tensors, user_id: str | None) -> tuple[str, Tensors]:
+    async def shadowed(self, inputs: Tensors, user_id: str | None, answer) -> Tensors:
+        """The primary answers the client first (response sender); only then does the candidate run, so
+        under light load it does not compete with the primary for the CPU."""
         if not shadowed(self.policy, user_id, random.random() * 100):
-            return "primary", await self.infer(self.policy.primary_model, inputs, OUTPUTS)
-        primary, shadow = await asyncio.gather(
-            self.infer(self.policy.primary_model, inputs, OUTPUTS),
-            self.infer(self.policy.candidate_model, inputs, OUTPUTS),
-            return_exceptions=True,
-        )
-        if isinstance(primary, Exception):
-            raise primary
-        if isinstance(shadow, Exception):
-            reason = "candidate_error" if not getattr(shadow, "client_error", False) else "client_error"
-            self.fallbacks.metric({"reason": f"shadow_{reason}", "candidate": self.policy.candidate_model}).increment(1.0)
-            return "primary", primary
+            return answer(await self.infer(self.policy.primary_model, inputs, OUTPUTS))
+        primary = await self.infer(self.policy.primary_model, inputs, OUTPUTS)
+        answered = answer(primary)  # the client has its answer before the candidate starts
+        try:
+            shadow = await self.infer(self.policy.candidate_model, inputs, OUTPUTS)
+        except Exception as err:
+            reason = "shadow_client_error" if getattr(err, "client_error", False) else "shadow_candidate_error"
+            self.fallbacks.metric({"reason": reason, "candidate": self.policy.candidate_model}).increment(1.0)
+            return answered
         self.shadow_compared.metric({}).increment(1.0)
         ours, theirs = decisions(primary), decisions(shadow)
         if ours != theirs:
@@ -150,7 +161,7 @@ class CreditRouter:
                            "BALANCE": inputs["BALANCE"].reshape(-1).tolist(),
                            "INCOME": inputs["INCOME"].reshape(-1).tolist()},
             }))
-        return "primary", primary
+        return answered
 
     async def cascade(self, inputs: Tensors) -> tuple[str, Tensors]:
         features = (await self.infer("credit_preprocess", inputs, ["FEATURES"]))["FEATURES"]

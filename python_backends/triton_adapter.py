@@ -3,7 +3,9 @@
 A handler is any class with `from_context(ModelContext)` and
 `execute_batch(list[dict[str, ndarray]]) -> list[dict[str, ndarray] | Exception]`, one entry per
 request, or the coroutine `execute_batch_async` (then the model's execute is async, as BLS models
-that fan out concurrently need). An `InputError`, or an exception with `client_error = True`, becomes
+that fan out concurrently need), or the coroutine `execute_request_async(request, respond)`, which
+may call `respond(result)` early and keep working inside execute after the client has its answer
+(the response sender, one final response per request, as Triton allows for non-decoupled models). An `InputError`, or an exception with `client_error = True`, becomes
 that request's INVALID_ARG error; any other exception an INTERNAL one; its neighbours in the same
 dynamic batch are answered normally. Each request dict also carries the request's parameters
 (`{"user_id": ...}`) under REQUEST_PARAMETERS.
@@ -11,6 +13,7 @@ dynamic batch are answered normally. Each request dict also carries the request'
 
 from __future__ import annotations
 
+import asyncio
 import json
 import traceback
 from typing import Any
@@ -105,7 +108,35 @@ def triton_model(handler_class: Any) -> type:
             if close:
                 close()
 
-    if hasattr(handler_class, "execute_batch_async"):
+    if hasattr(handler_class, "execute_request_async"):
+
+        class RespondingModel(TritonPythonModel):
+            async def execute(self, requests: list) -> None:
+                final = self.pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                senders = [request.get_response_sender() for request in requests]
+                await asyncio.gather(
+                    *(self._one(tensors, sender, final) for tensors, sender in zip(self._batch(requests), senders))
+                )
+                return None
+
+            async def _one(self, tensors: dict, sender: Any, final: int) -> None:
+                sent = False
+
+                def respond(result: Any) -> None:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        sender.send(self._response(result), flags=final)
+
+                try:
+                    respond(await self.handler.execute_request_async(tensors, respond))
+                except Exception as err:
+                    if not (isinstance(err, InputError) or getattr(err, "client_error", False)):
+                        self.pb_utils.Logger.log_error(traceback.format_exc())
+                    respond(err)
+
+        model = RespondingModel
+    elif hasattr(handler_class, "execute_batch_async"):
 
         class AsyncModel(TritonPythonModel):
             async def execute(self, requests: list) -> list:

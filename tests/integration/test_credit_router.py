@@ -4,6 +4,7 @@ shadow disagreements counted and logged, cascade agreement, and fallback when th
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -109,9 +110,16 @@ def test_shadow_counts_and_logs_every_disagreement(router, server):
     for index in differ[:30] + agree:
         out = router.call(data[index : index + 1], f"shadow-{index}")
         assert out["ROUTE"][0, 0] == b"primary" and out["DECISION"][0, 0].decode() == primary[index]
-    after = scrape(server)
     expected = len(differ[:30])
     key = ()
+    compared_before = before.get("credit_shadow_comparisons_total", {}).get(key, 0)
+    # The client is answered before the candidate runs: wait (bounded) for the last comparisons.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        after = scrape(server)
+        if after.get("credit_shadow_comparisons_total", {}).get(key, 0) - compared_before >= expected + len(agree):
+            break
+        time.sleep(0.2)
     assert after["credit_shadow_disagreements_total"][key] - before.get("credit_shadow_disagreements_total", {}).get(key, 0) == expected
     assert after["credit_shadow_comparisons_total"][key] - before.get("credit_shadow_comparisons_total", {}).get(key, 0) == expected + len(agree)
     logged = [json.loads(line) for line in log.read_text().splitlines()[lines_before:]]
