@@ -10,8 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.build.reports import write_report
-from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FEATURE_ORDER, STUDENT_VALUES, FeatureSpec
-from modelrepo.python_backends.ensemble_stats import summarise
+from modelrepo.python_backends.credit_features import (
+    FEATURE_ORDER,
+    FEATURES_FILENAME,
+    INPUT_NAMES,
+    STUDENT_VALUES,
+    FeatureSpec,
+)
+from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES, summarise
 from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInstanceGroup
 
 from modelrepo.triton.model_config import ModelConfig, write_config
@@ -207,14 +213,10 @@ def install(step_output: Path, repository: Path, report_model: str = "credit_def
         shutil.copy2(report, repository / report_model / report.name)
 
 
-CREDIT_INPUTS = {"STUDENT": (TYPE_STRING, [1]), "BALANCE": (TYPE_FP32, [1]), "INCOME": (TYPE_FP32, [1])}
-CREDIT_OUTPUTS = {
-    "DEFAULT_PROBABILITY": (TYPE_FP32, [1]),
-    "UNCERTAINTY": (TYPE_FP32, [1]),
-    "INTERVAL": (TYPE_FP32, [2]),
-    "DECISION": (TYPE_STRING, [1]),
-    "CLASS_PROBABILITIES": (TYPE_FP32, [2]),
-}
+CREDIT_INPUTS = dict(zip(INPUT_NAMES, [(TYPE_STRING, [1]), (TYPE_FP32, [1]), (TYPE_FP32, [1])], strict=True))
+CREDIT_OUTPUTS = dict(
+    zip(OUTPUT_NAMES, [(TYPE_FP32, [1]), (TYPE_FP32, [1]), (TYPE_FP32, [2]), (TYPE_STRING, [1]), (TYPE_FP32, [2])], strict=True)
+)
 CLASS_LABELS_FILE = "labels.txt"  # no_default, default: the order of CLASS_PROBABILITIES
 
 

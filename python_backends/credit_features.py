@@ -26,6 +26,7 @@ FEATURES_FILENAME = "features.json"
 FEATURE_ORDER = ("student", "balance", "income")
 STUDENT_VALUES = {"Yes": 1.0, "No": 0.0}
 NUMERIC_INPUTS = {"BALANCE": "balance", "INCOME": "income"}
+INPUT_NAMES = ("STUDENT", *NUMERIC_INPUTS)  # the public inputs of every credit pipeline
 
 
 @dataclass
@@ -75,7 +76,7 @@ def count_rejection(counter, err: CreditInputError) -> None:
 
 def validate_credit_inputs(request: Tensors) -> np.ndarray:
     """One request -> [n, 3] raw features in FEATURE_ORDER, or a CreditInputError for the first rule broken."""
-    for name in ("STUDENT", *NUMERIC_INPUTS):
+    for name in INPUT_NAMES:
         if request.get(name) is None:
             raise CreditInputError(name, "missing", "is required but was not sent", 0)
     student = required(request, "STUDENT").reshape(-1)

@@ -10,21 +10,20 @@ logged as JSON lines (rotating file, `shadow_log` parameter).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import logging.handlers
 import random
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from modelrepo.build.credit import CREDIT_INPUTS, CREDIT_OUTPUTS
 from modelrepo.python_backends.batching import Tensors, required
 from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES
 from modelrepo.python_backends.credit_features import (
+    INPUT_NAMES,
     CreditInputError,
     count_rejection,
     rejection_counter,
@@ -34,7 +33,7 @@ from modelrepo.python_backends.metrics import COUNTER, HISTOGRAM, InMemoryRegist
 from modelrepo.python_backends.routing import RouterPolicy, assign, confident, shadowed
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS, RemoteModelError
 
-OUTPUTS = list(CREDIT_OUTPUTS)
+OUTPUTS = list(OUTPUT_NAMES)
 LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
 
 
@@ -82,10 +81,6 @@ class CreditRouter:
             context.metrics,
         )
 
-    async def execute_batch_async(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
-        """All requests of a batch, answered together (for callers without a response sender)."""
-        return await asyncio.gather(*(self.route(request) for request in requests), return_exceptions=True)
-
     async def execute_request_async(self, request: Tensors, respond) -> Tensors:
         """One request; in shadow mode the client is answered before the candidate's reply is awaited."""
         return await self.route(request, respond)
@@ -97,7 +92,7 @@ class CreditRouter:
         except CreditInputError as err:
             count_rejection(self.rejections, err)
             raise
-        inputs = {name: required(request, name) for name in CREDIT_INPUTS}
+        inputs = {name: required(request, name) for name in INPUT_NAMES}
         user_id = request.get(REQUEST_PARAMETERS, {}).get("user_id")
         user_id = None if user_id is None else str(user_id)
         mode = self.policy.mode

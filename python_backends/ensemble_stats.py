@@ -24,6 +24,8 @@ from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.metrics import COUNTER, HISTOGRAM, InMemoryRegistry
 
+# The public outputs of every credit pipeline, in config order.
+OUTPUT_NAMES = ("DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES")
 PROBABILITY_BUCKETS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0]
 UNCERTAINTY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
 

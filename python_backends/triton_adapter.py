@@ -2,10 +2,10 @@
 
 A handler is any class with `from_context(ModelContext)` and
 `execute_batch(list[dict[str, ndarray]]) -> list[dict[str, ndarray] | Exception]`, one entry per
-request, or the coroutine `execute_batch_async` (then the model's execute is async, as BLS models
-that fan out concurrently need), or the coroutine `execute_request_async(request, respond)`, which
-may call `respond(result)` early and keep working inside execute after the client has its answer
-(the response sender, one final response per request, as Triton allows for non-decoupled models). An `InputError`, or an exception with `client_error = True`, becomes
+request; or the coroutine `execute_request_async(request, respond)` (the model's execute is then
+async, its requests handled concurrently, as BLS routers need), which may call `respond(result)`
+early and keep working inside execute after the client has its answer (the response sender, one
+final response per request, as Triton allows for non-decoupled models). An `InputError`, or an exception with `client_error = True`, becomes
 that request's INVALID_ARG error; any other exception an INTERNAL one; its neighbours in the same
 dynamic batch are answered normally. Each request dict also carries the request's parameters
 (`{"user_id": ...}`) under REQUEST_PARAMETERS.
@@ -136,17 +136,6 @@ def triton_model(handler_class: Any) -> type:
                     respond(err)
 
         model = RespondingModel
-    elif hasattr(handler_class, "execute_batch_async"):
-
-        class AsyncModel(TritonPythonModel):
-            async def execute(self, requests: list) -> list:
-                try:
-                    results = await self.handler.execute_batch_async(self._batch(requests))
-                except Exception as err:
-                    results = self._failed(err, len(requests))
-                return [self._response(result) for result in results]
-
-        model = AsyncModel
     else:
 
         class SyncModel(TritonPythonModel):
