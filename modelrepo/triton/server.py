@@ -211,18 +211,24 @@ class TritonServer:
 
     def stop(self) -> int | None:
         """SIGTERM, wait for Triton's own exit timeout, then SIGKILL the whole process group."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
+        if self.process is None:
+            return None
+        if self.process.poll() is not None:
+            self._kill_group()  # a server that died on its own can leave its stubs behind
+            return self.process.returncode
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=EXIT_TIMEOUT_S + 5)
         except subprocess.TimeoutExpired:
             code = None
-        try:  # a stub left behind by a hung unload must not outlive the server
+        self._kill_group()  # a stub left behind by a hung unload must not outlive the server
+        return code if code is not None else self.process.wait()
+
+    def _kill_group(self) -> None:
+        try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        return code if code is not None else self.process.wait()
 
     def __enter__(self) -> "TritonServer":
         self.start()
