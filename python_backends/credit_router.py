@@ -82,7 +82,7 @@ class CreditRouter:
         )
 
     async def execute_request_async(self, request: Tensors, respond) -> Tensors:
-        """One request; in shadow mode the client is answered before the candidate's reply is awaited."""
+        """One request; in shadow mode the client is answered before the candidate runs."""
         return await self.route(request, respond)
 
     async def route(self, request: Tensors, respond=None) -> Tensors:
