@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from modelrepo.build.credit import dataset
-from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
+from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
+from modelrepo.perf.results import record
 from modelrepo.triton.server import TritonServer, free_ports
 
 MODELS = ("credit_default", "credit_default_fused")
@@ -53,28 +53,18 @@ def main() -> None:
     best = {model: max(r["throughput_infer_per_s"] for r in runs) for model, runs in results.items()}
     ratio = best["credit_default_fused"] / best["credit_default"]
     command = f".venv/bin/python -m modelrepo.perf.credit_fused_vs_fanout --concurrency {args.concurrency} --rounds {args.rounds}"
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
-    (PERF_RESULTS / f"credit_fused_vs_fanout_c{args.concurrency}.json").write_text(
-        json.dumps({"command": command, "date": date, "runs": results, "best": best, "ratio": ratio}, indent=2)
-    )
-    lines = [
-        "# credit_default_fused vs credit_default (fan-out)",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {date}; 2-core CPU machine, embedded Triton 2.51.0, Python-backend onnxruntime members. "
-        "One server, models measured alternately; ratio of the best round of each.",
-        "",
-        "| model | round | throughput (infer/s) | p50 (ms) | p99 (ms) |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    body = ["| model | round | throughput (infer/s) | p50 (ms) | p99 (ms) |", "| --- | --- | --- | --- | --- |"]
     for model, runs in results.items():
         for number, run in enumerate(runs, 1):
-            lines.append(f"| {model} | {number} | {run['throughput_infer_per_s']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} |")
-    lines += ["", f"**Fused / fan-out throughput: {ratio:.2f}×** (goal ≥ 5×).", "",
-              "perf_analyzer command per model (gRPC, batch 1):", "", f"`{results['credit_default'][0]['command']}`"]
-    (PERF_RESULTS / f"credit_fused_vs_fanout_c{args.concurrency}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+            body.append(f"| {model} | {number} | {run['throughput_infer_per_s']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} |")
+    body += ["", f"**Fused / fan-out throughput: {ratio:.2f}×** (goal ≥ 5×).", "",
+             "perf_analyzer command per model (gRPC, batch 1):", "", f"`{results['credit_default'][0]['command']}`"]
+    note = (
+        "Embedded Triton 2.51.0, Python-backend onnxruntime members. One server, models measured "
+        "alternately; ratio of the best round of each."
+    )
+    print(record(f"credit_fused_vs_fanout_c{args.concurrency}", "credit_default_fused vs credit_default (fan-out)",
+                 command, {"runs": results, "best": best, "ratio": ratio}, body, note))
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
 from modelrepo.build.credit import dataset
-from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
+from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
+from modelrepo.perf.results import record
 from modelrepo.perf.credit_fused_vs_fanout import input_file
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.server import TritonServer, free_ports
@@ -95,18 +95,7 @@ def main() -> None:
         "rows": len(rows),
     }
     command = f".venv/bin/python -m modelrepo.perf.credit_router --rows {args.rows} --rounds {args.rounds}"
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
-    (PERF_RESULTS / "credit_router.json").write_text(json.dumps(
-        {"command": command, "date": date, "summary": summary, "light_load": light, "concurrency_8": loaded}, indent=2
-    ))
-    lines = [
-        "# credit_router: shadow overhead and cascade",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {date}; 2-core CPU machine, embedded Triton 2.51.0; primary = credit_default (fan-out), "
-        "candidate = credit_candidate. Policies switched by config reload on one server.",
-        "",
+    body = [
         "| measurement | primary | policy | result | goal |",
         "| --- | --- | --- | --- | --- |",
         f"| p50 at {LIGHT_RATE} requests/s (ms), median of {args.rounds} | {p50['primary']:.2f} | shadow {p50['shadow']:.2f} | "
@@ -125,8 +114,12 @@ def main() -> None:
         "Shadow sends the primary's answer to the client first (the response sender of a non-decoupled "
         "model), then runs the candidate inside the same execute and compares.",
     ]
-    (PERF_RESULTS / "credit_router.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    note = (
+        "Embedded Triton 2.51.0; primary = credit_default (fan-out), candidate = credit_candidate. "
+        "Policies switched by config reload on one server."
+    )
+    data = {"summary": summary, "light_load": light, "concurrency_8": loaded}
+    print(record("credit_router", "credit_router: shadow overhead and cascade", command, data, body, note))
 
 
 if __name__ == "__main__":

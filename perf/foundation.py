@@ -2,23 +2,20 @@
 
     .venv/bin/python -m modelrepo.perf.foundation [--starts 3] [--requests 50]
 
-Writes perf/results/foundation.json and foundation.md (with this command and the machine).
+Writes perf/results/foundation.{json,md} (with this command and the machine).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
-from datetime import datetime, timezone
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.perf.results import record
 from modelrepo.triton.server import TritonServer, free_ports
 
 PIPELINES = {"text_embedding": "EMBEDDING", "review_sentiment": "PROBABILITIES"}
@@ -63,30 +60,17 @@ def measure(starts: int, requests: int) -> dict:
     }
 
 
-def write(results: dict, command: str) -> None:
-    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "command": command,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-    }
-    (PERF_RESULTS / "foundation.json").write_text(json.dumps({**meta, **results}, indent=2))
-    lines = [
-        "# Foundation figures",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {meta['date']}; machine: {meta['machine']}. One run; these machines are noisy.",
-        "",
-        "Start to READY (all 5 models, seconds): "
-        + ", ".join(f"{s:.1f}" for s in results["start_to_ready_s"]),
+def report(results: dict, command: str) -> str:
+    body = [
+        "Start to READY (all models, seconds): " + ", ".join(f"{s:.1f}" for s in results["start_to_ready_s"]),
         "",
         "| pipeline / protocol | first request (ms) | sequential p50 (ms) | sequential p99 (ms) |",
         "| --- | --- | --- | --- |",
     ]
     for key, first in results["first_request_ms"].items():
         steady = results["sequential_single_text_latency"][key]
-        lines.append(f"| {key} | {first:.1f} | {steady['p50_ms']:.1f} | {steady['p99_ms']:.1f} |")
-    (PERF_RESULTS / "foundation.md").write_text("\n".join(lines) + "\n")
+        body.append(f"| {key} | {first:.1f} | {steady['p50_ms']:.1f} | {steady['p99_ms']:.1f} |")
+    return record("foundation", "Foundation figures", command, results, body, "One run; these machines are noisy.")
 
 
 def main() -> None:
@@ -95,8 +79,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
     results = measure(args.starts, args.requests)
-    write(results, f".venv/bin/python -m modelrepo.perf.foundation --starts {args.starts} --requests {args.requests}")
-    print((PERF_RESULTS / "foundation.md").read_text())
+    print(report(results, f".venv/bin/python -m modelrepo.perf.foundation --starts {args.starts} --requests {args.requests}"))
 
 
 if __name__ == "__main__":

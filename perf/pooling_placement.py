@@ -10,17 +10,15 @@ Writes perf/results/pooling_placement.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from modelrepo.build.minilm import export_encoder_onnx
-from modelrepo.paths import PERF_RESULTS
+from modelrepo.perf.results import record
 
 SHAPES = [(1, 16), (1, 128), (8, 64), (32, 128)]
 
@@ -74,33 +72,25 @@ def main() -> None:
                 "max_abs_diff": float(np.abs(pooled - reference).max()),
             })
     command = f".venv/bin/python -m modelrepo.perf.pooling_placement --repeats {args.repeats}"
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
-    (PERF_RESULTS / "pooling_placement.json").write_text(json.dumps({"command": command, "date": date, "rows": rows}, indent=2))
-    lines = [
-        "# Pooling placement for minilm_encoder",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {date}; onnxruntime {ort.__version__}, 1 intra-op thread, median of {args.repeats}. "
-        "Noisy 2-core machine; ratios from one run.",
-        "",
+    body = [
         "| batch | seq | in graph (ms) | encoder + numpy (ms) | hidden state a separate pooling model would receive | max abs diff |",
         "| --- | --- | --- | --- | --- | --- |",
-    ]
-    lines += [
-        f"| {r['batch']} | {r['sequence']} | {r['in_graph_ms']:.2f} | {r['encoder_plus_numpy_ms']:.2f} | "
-        f"{r['hidden_state_bytes_between_models'] / 1024:.0f} KiB | {r['max_abs_diff']:.1e} |"
-        for r in rows
-    ]
-    lines += [
+        *(
+            f"| {r['batch']} | {r['sequence']} | {r['in_graph_ms']:.2f} | {r['encoder_plus_numpy_ms']:.2f} | "
+            f"{r['hidden_state_bytes_between_models'] / 1024:.0f} KiB | {r['max_abs_diff']:.1e} |"
+            for r in rows
+        ),
         "",
         "Choice: pooling and normalisation stay inside the ONNX graph. The compute is the same either way "
         "(within noise above); in the graph, no [batch, seq, 384] float tensor crosses a model boundary "
         "(a separate Python pooling model would copy it through shared memory on every request), and the "
         "onnxruntime/TensorRT targets serve the final embedding natively without a Python step.",
     ]
-    (PERF_RESULTS / "pooling_placement.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    note = (
+        f"onnxruntime {ort.__version__}, 1 intra-op thread, median of {args.repeats}. "
+        "Noisy 2-core machine; ratios from one run."
+    )
+    print(record("pooling_placement", "Pooling placement for minilm_encoder", command, {"rows": rows}, body, note))
 
 
 if __name__ == "__main__":
