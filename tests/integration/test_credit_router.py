@@ -162,3 +162,19 @@ def test_invalid_input_through_the_router_names_the_field(router):
         router.call(bad, "u")
     assert "input 'BALANCE'" in raised.value.message() and "must be >= 0" in raised.value.message()
     assert raised.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+def test_router_over_http_with_a_user_id_parameter(router, http_client):
+    import tritonclient.http as httpclient
+
+    router.configure(mode="canary", canary_percent=50)
+    policy = RouterPolicy(mode="canary", canary_percent=50)
+    for user in (f"http-user-{i}" for i in range(12)):
+        tensors = []
+        for name, array in credit_inputs(ROW).items():
+            tensor = httpclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        result = http_client.infer(ROUTER, tensors, parameters={"user_id": user})
+        assert result.as_numpy("ROUTE")[0, 0].decode() == assign(policy, user)
+        assert result.as_numpy("DECISION")[0, 0] in (b"approve", b"review", b"decline")
