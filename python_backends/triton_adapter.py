@@ -5,9 +5,9 @@ A handler is any class with `from_context(ModelContext)` and
 request; or the coroutine `execute_request_async(request, respond)` (the model's execute is then
 async, its requests handled concurrently, as BLS routers need), which may call `respond(result)`
 early and keep working inside execute after the client has its answer (the response sender, one
-final response per request, as Triton allows for non-decoupled models). An `InputError`, or an exception with `client_error = True`, becomes
-that request's INVALID_ARG error; any other exception an INTERNAL one; its neighbours in the same
-dynamic batch are answered normally. Each request dict also carries the request's parameters
+final response per request, as Triton allows for non-decoupled models). An `InputError`, or an
+exception with `client_error = True`, becomes that request's INVALID_ARG error; any other exception
+an INTERNAL one; its neighbours in the same dynamic batch are answered normally. Each request dict also carries the request's parameters
 (`{"user_id": ...}`) under REQUEST_PARAMETERS.
 """
 
