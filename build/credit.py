@@ -64,6 +64,15 @@ def dataset() -> dict[str, np.ndarray]:
     return {"x_train": x_train, "x_test": x_test, "y_train": y_train, "y_test": y_test}
 
 
+def request_arrays(raw: np.ndarray) -> dict[str, np.ndarray]:
+    """Raw rows [n, 3] (FEATURE_ORDER) -> the credit pipelines' request tensors, [n, 1] each."""
+    return {
+        "STUDENT": np.array([b"Yes" if s else b"No" for s in raw[:, 0]], dtype=object).reshape(-1, 1),
+        "BALANCE": raw[:, 1].astype(np.float32).reshape(-1, 1),
+        "INCOME": raw[:, 2].astype(np.float32).reshape(-1, 1),
+    }
+
+
 def train_member(features: np.ndarray, labels: np.ndarray, seed: int):
     """One member: an MLP on a bootstrap sample, its own seed. Returns a module ending in a sigmoid."""
     import torch

@@ -13,19 +13,19 @@ Writes perf/results/credit_router.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from modelrepo.build.credit import dataset
+from modelrepo.build.credit import dataset, request_arrays
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import record
 from modelrepo.perf.credit_fused_vs_fanout import input_file
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.client import infer, reload_with_parameters
 from modelrepo.triton.server import TritonServer, free_ports
 
 KEY = "bench"
@@ -34,30 +34,15 @@ LIGHT_RATE = 20  # requests/s
 
 def configure(client, mode: str) -> None:
     """mode, or "shadow@P" for shadow with shadow_percent P."""
-    headers = {GRPC_ADMIN_HEADER: KEY}
-    config = client.get_model_config("credit_router", as_json=True, headers=headers)["config"]
     mode, _, percent = mode.partition("@")
-    config["parameters"]["mode"] = {"string_value": mode}
-    config["parameters"]["shadow_percent"] = {"string_value": percent or "100"}
-    client.load_model("credit_router", config=json.dumps(config), headers=headers)
+    reload_with_parameters(client, "credit_router", {GRPC_ADMIN_HEADER: KEY}, mode=mode, shadow_percent=percent or "100")
 
 
 def decisions_and_routes(client, rows: np.ndarray) -> tuple[list[bytes], list[bytes]]:
-    decisions, routes = [], []
-    for row in rows:
-        tensors = []
-        for name, value, dtype in (
-            ("STUDENT", np.array([[b"Yes" if row[0] else b"No"]], dtype=object), "BYTES"),
-            ("BALANCE", np.array([[row[1]]], dtype=np.float32), "FP32"),
-            ("INCOME", np.array([[row[2]]], dtype=np.float32), "FP32"),
-        ):
-            tensor = grpcclient.InferInput(name, [1, 1], dtype)
-            tensor.set_data_from_numpy(value)
-            tensors.append(tensor)
-        result = client.infer("credit_router", tensors)
-        decisions.append(result.as_numpy("DECISION")[0, 0])
-        routes.append(result.as_numpy("ROUTE")[0, 0])
-    return decisions, routes
+    """One request per row, as a client scoring applications one by one would send them."""
+    answers = [infer(grpcclient, client, "credit_router", request_arrays(rows[i : i + 1]), ["DECISION", "ROUTE"])
+               for i in range(len(rows))]
+    return [a["DECISION"][0, 0] for a in answers], [a["ROUTE"][0, 0] for a in answers]
 
 
 def main() -> None:

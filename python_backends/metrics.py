@@ -28,16 +28,29 @@ class InMemoryMetric:
         self.observations.append(value)
 
 
-class InMemoryFamily:
-    def __init__(self, kind: str):
-        self.kind = kind
-        self.metrics: dict[tuple, InMemoryMetric] = {}
+class LabelledFamily:
+    """One metric object per label set, created on first use and reused after."""
 
-    def metric(self, labels: dict[str, str], buckets: Sequence[float] | None = None) -> InMemoryMetric:
+    def __init__(self):
+        self.metrics: dict[tuple, Any] = {}
+
+    def metric(self, labels: dict[str, str], buckets: Sequence[float] | None = None) -> Any:
         key = tuple(sorted(labels.items()))
         if key not in self.metrics:
-            self.metrics[key] = InMemoryMetric(buckets)
+            self.metrics[key] = self.create(dict(labels), buckets)
         return self.metrics[key]
+
+    def create(self, labels: dict[str, str], buckets: Sequence[float] | None) -> Any:
+        raise NotImplementedError
+
+
+class InMemoryFamily(LabelledFamily):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def create(self, labels: dict[str, str], buckets: Sequence[float] | None) -> InMemoryMetric:
+        return InMemoryMetric(buckets)
 
 
 class InMemoryRegistry:
@@ -51,19 +64,15 @@ class InMemoryRegistry:
         return self.families[name].metric(labels).value
 
 
-class TritonFamily:
+class TritonFamily(LabelledFamily):
     def __init__(self, family: Any):
+        super().__init__()
         self._family = family
-        self._metrics: dict[tuple, Any] = {}
 
-    def metric(self, labels: dict[str, str], buckets: Sequence[float] | None = None) -> Any:
-        key = tuple(sorted(labels.items()))
-        if key not in self._metrics:
-            kwargs = {"labels": dict(labels)}
-            if buckets is not None:
-                kwargs["buckets"] = list(buckets)
-            self._metrics[key] = self._family.Metric(**kwargs)
-        return self._metrics[key]
+    def create(self, labels: dict[str, str], buckets: Sequence[float] | None) -> Any:
+        if buckets is None:
+            return self._family.Metric(labels=labels)
+        return self._family.Metric(labels=labels, buckets=list(buckets))
 
 
 # Triton 2.51 shares one server-side family (and one metric per label set) between every

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrepo.build.credit import MEMBERS, dataset, member_name
+from modelrepo.build.credit import MEMBERS, dataset, member_name, request_arrays
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
@@ -17,14 +17,6 @@ from modelrepo.python_backends.onnx_runner import OnnxRunner
 from tests.integration.triton_calls import InferenceServerException
 
 OUTPUTS = ["DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES"]
-
-
-def credit_inputs(raw: np.ndarray) -> dict[str, np.ndarray]:
-    return {
-        "STUDENT": np.array([b"Yes" if s else b"No" for s in raw[:, 0]], dtype=object).reshape(-1, 1),
-        "BALANCE": raw[:, 1].astype(np.float32).reshape(-1, 1),
-        "INCOME": raw[:, 2].astype(np.float32).reshape(-1, 1),
-    }
 
 
 def reference(raw: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,8 +40,8 @@ def sample() -> np.ndarray:
 
 
 def test_fan_out_equals_fused_equals_in_process_reference(caller, sample):
-    fan_out = caller.infer("credit_default", credit_inputs(sample), OUTPUTS)
-    fused = caller.infer("credit_default_fused", credit_inputs(sample), OUTPUTS)
+    fan_out = caller.infer("credit_default", request_arrays(sample), OUTPUTS)
+    fused = caller.infer("credit_default_fused", request_arrays(sample), OUTPUTS)
     for name in OUTPUTS:
         if name == "DECISION":
             assert fan_out[name].tolist() == fused[name].tolist()
@@ -64,8 +56,8 @@ def test_fan_out_equals_fused_equals_in_process_reference(caller, sample):
 
 
 def test_classification_extension_on_class_probabilities(caller, sample):
-    out = caller.infer("credit_default", credit_inputs(sample[:3]), ["CLASS_PROBABILITIES"], class_count=1)
-    plain = caller.infer("credit_default", credit_inputs(sample[:3]), ["DEFAULT_PROBABILITY"])["DEFAULT_PROBABILITY"]
+    out = caller.infer("credit_default", request_arrays(sample[:3]), ["CLASS_PROBABILITIES"], class_count=1)
+    plain = caller.infer("credit_default", request_arrays(sample[:3]), ["DEFAULT_PROBABILITY"])["DEFAULT_PROBABILITY"]
     for (entry,), p in zip(out["CLASS_PROBABILITIES"], plain[:, 0]):
         score, index, label = entry.decode().split(":")
         assert label == ("default" if p >= 0.5 else "no_default") and int(index) == int(p >= 0.5)
@@ -83,7 +75,7 @@ def test_classification_extension_on_class_probabilities(caller, sample):
 )
 @pytest.mark.parametrize("model", ["credit_default", "credit_default_fused"])
 def test_validation_names_the_field_and_the_rule(server, caller, model, field, value, rule):
-    inputs = credit_inputs(np.array([[0.0, 500.0, 30000.0]]))
+    inputs = request_arrays(np.array([[0.0, 500.0, 30000.0]]))
     inputs[field] = value
     with pytest.raises(InferenceServerException) as raised:
         caller.infer(model, inputs, ["DECISION"])
@@ -93,7 +85,7 @@ def test_validation_names_the_field_and_the_rule(server, caller, model, field, v
 
 
 def test_a_missing_field_is_refused_by_name(caller):
-    inputs = credit_inputs(np.array([[0.0, 500.0, 30000.0]]))
+    inputs = request_arrays(np.array([[0.0, 500.0, 30000.0]]))
     del inputs["INCOME"]
     with pytest.raises(InferenceServerException, match="INCOME"):
         caller.infer("credit_default", inputs, ["DECISION"])
@@ -115,13 +107,13 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     data = dataset()["x_test"]
     rng = np.random.default_rng(1)
     for _ in range(5):  # fill the drift window with training-like traffic
-        caller.infer("credit_default", credit_inputs(data[rng.choice(len(data), 200)]), ["DECISION"])
+        caller.infer("credit_default", request_arrays(data[rng.choice(len(data), 200)]), ["DECISION"])
     before = scrape(server)
     calm = before["credit_feature_psi"][(("feature", "balance"),)]
     drifted = data[rng.choice(len(data), 200)].copy()
     drifted[:, 1] *= 2.5  # balances shift up: the drift gauge must notice
     for _ in range(6):
-        caller.infer("credit_default", credit_inputs(drifted), ["DECISION"])
+        caller.infer("credit_default", request_arrays(drifted), ["DECISION"])
     after = scrape(server)
     assert calm < 0.1
     assert after["credit_feature_psi"][(("feature", "balance"),)] > 0.25
@@ -131,7 +123,7 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     assert sum(after["credit_decisions_total"].values()) >= sum(before["credit_decisions_total"].values()) + 1200
     key = (("field", "STUDENT"), ("reason", "unknown_category"))
     refused_before = after.get("credit_rejected_inputs_total", {}).get(key, 0.0)
-    bad = credit_inputs(data[:1])
+    bad = request_arrays(data[:1])
     bad["STUDENT"] = np.array([[b"perhaps"]], dtype=object)
     with pytest.raises(InferenceServerException):
         caller.infer("credit_default", bad, ["DECISION"])

@@ -8,42 +8,33 @@ import time
 
 import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 
-from modelrepo.build.credit import dataset
+from modelrepo.build.credit import dataset, request_arrays
 from modelrepo.paths import MODEL_REPOSITORY, cache_dir
 from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
 from modelrepo.python_backends.onnx_runner import OnnxRunner
 from modelrepo.python_backends.routing import RouterPolicy, assign
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from tests.integration.test_credit_default import credit_inputs, scrape
-from tests.integration.triton_calls import InferenceServerException
+from modelrepo.triton.client import reload_with_parameters
+from tests.integration.test_credit_default import scrape
+from tests.integration.triton_calls import Caller, InferenceServerException
 
 ROUTER = "credit_router"
 
 
 class Router:
     def __init__(self, client, admin_key):
+        self.caller = Caller("grpc", client)
         self.client = client
         self.headers = {GRPC_ADMIN_HEADER: admin_key}
 
     def configure(self, **parameters) -> dict:
-        config = self.client.get_model_config(ROUTER, as_json=True, headers=self.headers)["config"]
-        for key, value in parameters.items():
-            config["parameters"][key] = {"string_value": str(value)}
-        self.client.load_model(ROUTER, config=json.dumps(config), headers=self.headers)
-        return config
+        return reload_with_parameters(self.client, ROUTER, self.headers, **parameters)
 
     def call(self, raw: np.ndarray, user_id: str | None = None) -> dict:
-        tensors = []
-        for name, array in credit_inputs(raw).items():
-            tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        result = self.client.infer(ROUTER, tensors, parameters={"user_id": user_id} if user_id else None)
-        names = ["DEFAULT_PROBABILITY", "DECISION", "ROUTE", "UNCERTAINTY"]
-        return {name: result.as_numpy(name) for name in names}
+        outputs = ["DEFAULT_PROBABILITY", "DECISION", "ROUTE", "UNCERTAINTY"]
+        return self.caller.infer(ROUTER, request_arrays(raw), outputs, parameters={"user_id": user_id} if user_id else None)
 
 
 @pytest.fixture
@@ -165,16 +156,10 @@ def test_invalid_input_through_the_router_names_the_field(router):
 
 
 def test_router_over_http_with_a_user_id_parameter(router, http_client):
-    import tritonclient.http as httpclient
-
     router.configure(mode="canary", canary_percent=50)
     policy = RouterPolicy(mode="canary", canary_percent=50)
+    caller = Caller("http", http_client)
     for user in (f"http-user-{i}" for i in range(12)):
-        tensors = []
-        for name, array in credit_inputs(ROW).items():
-            tensor = httpclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        result = http_client.infer(ROUTER, tensors, parameters={"user_id": user})
-        assert result.as_numpy("ROUTE")[0, 0].decode() == assign(policy, user)
-        assert result.as_numpy("DECISION")[0, 0] in (b"approve", b"review", b"decline")
+        out = caller.infer(ROUTER, request_arrays(ROW), ["ROUTE", "DECISION"], parameters={"user_id": user})
+        assert out["ROUTE"][0, 0].decode() == assign(policy, user)
+        assert out["DECISION"][0, 0] in (b"approve", b"review", b"decline")

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
+
+from modelrepo.triton.client import infer
 
 PROTOCOLS = ("http", "grpc")
 
@@ -22,24 +24,9 @@ class Caller:
     def module(self):
         return httpclient if self.protocol == "http" else grpcclient
 
-    def infer(
-        self,
-        model: str,
-        inputs: dict[str, np.ndarray],
-        outputs: Sequence[str],
-        class_count: int = 0,
-        datatype: dict[str, str] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Send `inputs` as given (datatype overrides let a test send a wrong type on purpose)."""
-        tensors = []
-        for name, array in inputs.items():
-            dtype = (datatype or {}).get(name) or np_to_triton_dtype(array.dtype)
-            tensor = self.module.InferInput(name, list(array.shape), dtype)
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        requested = [self.module.InferRequestedOutput(name, class_count=class_count) for name in outputs]
-        result = self.client.infer(model, tensors, outputs=requested)
-        return {name: result.as_numpy(name) for name in outputs}
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: Sequence[str], **options) -> dict[str, np.ndarray]:
+        """Send `inputs` as given; options: class_count, datatype overrides, request parameters."""
+        return infer(self.module, self.client, model, inputs, outputs, **options)
 
 
 def texts(*values: str | bytes) -> np.ndarray:
