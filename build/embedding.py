@@ -12,10 +12,21 @@ from modelrepo.python_backends.text_tokenizer import TextTokenizer
 
 
 class ServingEmbedder:
-    def __init__(self, tokenizer_dir: Path, onnx_path: Path, threads: int = 2, progress: bool = False):
+    def __init__(self, tokenizer_dir: Path, onnx_path: Path | None, threads: int = 2, progress: bool = False):
+        """`onnx_path=None`: tokenisation only (e.g. to feed a calibrator)."""
         self.tokenizer = TextTokenizer(Path(tokenizer_dir) / "tokenizer.json")
-        self.runner = OnnxRunner(onnx_path, intra_op_threads=threads, ragged_inputs=("input_ids", "attention_mask"))
+        self.runner = None
+        if onnx_path is not None:
+            self.runner = OnnxRunner(onnx_path, intra_op_threads=threads, ragged_inputs=("input_ids", "attention_mask"))
         self.progress = progress
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """One padded batch of input_ids / attention_mask, exactly as the tokenizer model serves it."""
+        batch = np.array([text.encode("utf-8") for text in texts], dtype=object).reshape(-1, 1)
+        (tensors,) = self.tokenizer.execute_batch([{"TEXT": batch}])
+        if isinstance(tensors, Exception):
+            raise tensors
+        return tensors
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embeddings in input order; texts are length-sorted into batches to limit padding."""
@@ -28,10 +39,7 @@ class ServingEmbedder:
 
             starts = track(starts, description=f"embedding {len(texts)} texts")
         for start in starts:
-            batch = [texts[i].encode("utf-8") for i in order[start : start + batch_size]]
-            (tensors,) = self.tokenizer.execute_batch([{"TEXT": np.array(batch, dtype=object).reshape(-1, 1)}])
-            if isinstance(tensors, Exception):
-                raise tensors
+            tensors = self.tokenize([texts[i] for i in order[start : start + batch_size]])
             chunks.append(self.runner.run(tensors)["embedding"])
         if chunks:
             out = np.empty((len(texts), chunks[0].shape[1]), dtype=np.float32)

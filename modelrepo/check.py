@@ -1,21 +1,40 @@
 """`modelrepo check`: static validation of a model repository, without starting a server.
 
-It catches what would otherwise surface as a load failure or a runtime error: configs that do not
-parse, ensemble steps that name missing models or tensors, batchable models without dynamic
-batching, Python models without their model.py, missing label files.
+It catches what would otherwise surface as a load failure or a runtime error. Every message names
+the model, the field and the rule:
+- every config parses, and its name matches its folder;
+- ensembles: each step's model exists, its inputs are produced earlier with the same dtype and dims,
+  every ensemble output is produced, with the declared dtype and dims;
+- ONNX models (Python runner or onnxruntime platform): config inputs/outputs match the graph's names,
+  dtypes and ranks;
+- batching: batchable models have dynamic batching; preferred sizes ≤ max_batch_size and, for
+  TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
+- artifacts: model.py for Python models, the graph/plan file for native platforms, label files.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from modelrepo.triton.model_config import ModelConfig, repository_models
+from modelrepo.triton.model_config import ModelConfig, model_config_pb2, parameter, repository_models
 
-DEFAULT_VERSION = "1"
+PLATFORM_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
+ONNX_RUNNER_FILE = "model.onnx"
+ENGINE_METADATA = "engine.json"
+DataType = model_config_pb2.DataType
 
 
-def _tensor_names(config: ModelConfig, kind: str) -> set[str]:
-    return {tensor.name for tensor in getattr(config, kind)}
+def _dtype_name(value: int) -> str:
+    return DataType.Name(value)
+
+
+def _dims_agree(a, b) -> bool:
+    return len(a) == len(b) and all(x == y or -1 in (x, y) for x, y in zip(a, b))
+
+
+def _versions(model_dir: Path) -> list[Path]:
+    return sorted(p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()) if model_dir.exists() else []
 
 
 def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], model_dir: Path) -> list[str]:
@@ -26,21 +45,117 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
         if output.label_filename and not (model_dir / output.label_filename).exists():
             problems.append(f"{name}: output {output.name} label_filename {output.label_filename} is missing")
     if config.platform == "ensemble":
-        problems += check_ensemble(name, config, models)
-        return problems
-    if config.backend == "python" and not (model_dir / DEFAULT_VERSION / "model.py").exists():
-        problems.append(f"{name}: python backend without {DEFAULT_VERSION}/model.py")
+        return problems + check_ensemble(name, config, models)
+    problems += check_batching(name, config, model_dir)
+    problems += check_artifacts(name, config, model_dir)
+    if config.backend == "python":
+        for group in config.instance_group:
+            if group.kind not in (group.KIND_CPU, group.KIND_AUTO):
+                problems.append(f"{name}: instance_group kind must be KIND_CPU for a Python model here (cpu target)")
+    return problems
+
+
+def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
+    problems = []
     if config.max_batch_size > 0 and not config.HasField("dynamic_batching"):
         problems.append(f"{name}: batchable (max_batch_size {config.max_batch_size}) but no dynamic_batching")
-    for group in config.instance_group:
-        if group.kind != group.KIND_CPU:
-            problems.append(f"{name}: instance_group kind must be KIND_CPU on the cpu target")
+    preferred = list(config.dynamic_batching.preferred_batch_size)
+    for size in preferred:
+        if size > config.max_batch_size:
+            problems.append(
+                f"{name}: dynamic_batching.preferred_batch_size {size} > max_batch_size {config.max_batch_size}"
+            )
+    if config.platform == "tensorrt_plan":
+        for version in _versions(model_dir):
+            metadata_path = version / ENGINE_METADATA
+            if not metadata_path.exists():
+                continue  # a plan built elsewhere: its profile is unknown here
+            profile = json.loads(metadata_path.read_text())["profile"]
+            low, high = profile["min_batch"], profile["max_batch"]
+            for field, size in [("max_batch_size", config.max_batch_size)] + [
+                ("preferred_batch_size", s) for s in preferred
+            ]:
+                if not low <= size <= high:
+                    problems.append(
+                        f"{name}: {field} {size} is outside engine profile batch range {low}..{high} "
+                        f"(version {version.name}; rebuild the plan)"
+                    )
+    return problems
+
+
+def check_artifacts(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
+    versions = _versions(model_dir)
+    if not versions:
+        return [f"{name}: no version folder (e.g. {name}/1/)"]
+    problems = []
+    for version in versions:
+        where = f"{name}: version {version.name}"
+        if config.backend == "python":
+            if not (version / "model.py").exists():
+                problems.append(f"{where}: python backend without model.py")
+            onnx_file = parameter(config, "onnx_file")
+            if onnx_file and not (version / onnx_file).exists():
+                problems.append(f"{where}: parameter onnx_file {onnx_file} is missing")
+        elif config.platform in PLATFORM_FILES:
+            filename = config.default_model_filename or PLATFORM_FILES[config.platform]
+            if not (version / filename).exists():
+                problems.append(f"{where}: platform {config.platform} needs {filename}, which is missing")
+        graph = _onnx_graph_file(config, version)
+        if graph is not None and graph.exists():
+            problems += check_onnx_io(where, config, graph)
+    return problems
+
+
+def _onnx_graph_file(config: ModelConfig, version: Path) -> Path | None:
+    if config.platform == "onnxruntime_onnx":
+        return version / (config.default_model_filename or PLATFORM_FILES["onnxruntime_onnx"])
+    if config.backend == "python":
+        graph = version / (parameter(config, "onnx_file") or ONNX_RUNNER_FILE)
+        return graph if graph.exists() else None
+    return None
+
+
+_ONNX_TO_TRITON = {
+    1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64",
+    8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16",
+}
+
+
+def check_onnx_io(where: str, config: ModelConfig, graph_file: Path) -> list[str]:
+    """Config inputs = graph inputs; config outputs ⊆ graph outputs; same dtype and rank (batch dim included)."""
+    import onnx
+
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    initializers = {tensor.name for tensor in graph.initializer}
+    onnx_inputs = {t.name: t for t in graph.input if t.name not in initializers}
+    onnx_outputs = {t.name: t for t in graph.output}
+    batch_dims = 1 if config.max_batch_size > 0 else 0
+    problems = []
+    for kind, declared, available in (("input", config.input, onnx_inputs), ("output", config.output, onnx_outputs)):
+        for tensor in declared:
+            value = available.get(tensor.name)
+            if value is None:
+                problems.append(f"{where}: {kind} {tensor.name!r} is not a {kind} of {graph_file.name} "
+                                f"(graph {kind}s: {sorted(available)})")
+                continue
+            onnx_type = value.type.tensor_type
+            expected = _ONNX_TO_TRITON.get(onnx_type.elem_type, f"ONNX type {onnx_type.elem_type}")
+            if _dtype_name(tensor.data_type) != expected:
+                problems.append(f"{where}: {kind} {tensor.name} data_type {_dtype_name(tensor.data_type)} "
+                                f"but {graph_file.name} has {expected}")
+            graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in onnx_type.shape.dim]
+            config_dims = [-1] * batch_dims + list(tensor.dims)
+            if not _dims_agree(graph_dims, config_dims):
+                problems.append(f"{where}: {kind} {tensor.name} dims {list(tensor.dims)} (max_batch_size "
+                                f"{config.max_batch_size}) do not match {graph_file.name} shape {graph_dims}")
+    for missing in sorted(set(onnx_inputs) - {t.name for t in config.input}):
+        problems.append(f"{where}: {graph_file.name} input {missing!r} is not declared in the config")
     return problems
 
 
 def check_ensemble(name: str, config: ModelConfig, models: dict[str, ModelConfig]) -> list[str]:
     problems = []
-    available = _tensor_names(config, "input")
+    available = {t.name: (t.data_type, list(t.dims)) for t in config.input}
     for number, step in enumerate(config.ensemble_scheduling.step):
         where = f"{name}: step {number} ({step.model_name})"
         member = models.get(step.model_name)
@@ -49,17 +164,36 @@ def check_ensemble(name: str, config: ModelConfig, models: dict[str, ModelConfig
             continue
         if member.max_batch_size < config.max_batch_size:
             problems.append(f"{where}: max_batch_size {member.max_batch_size} < ensemble's {config.max_batch_size}")
+        member_inputs = {t.name: t for t in member.input}
+        member_outputs = {t.name: t for t in member.output}
         for member_input, tensor in step.input_map.items():
-            if member_input not in _tensor_names(member, "input"):
+            declared = member_inputs.get(member_input)
+            if declared is None:
                 problems.append(f"{where}: model has no input {member_input!r}")
             if tensor not in available:
                 problems.append(f"{where}: tensor {tensor!r} is not produced by an earlier step or input")
+            elif declared is not None:
+                problems += _compare(where, f"input {member_input} <- tensor {tensor}", declared, *available[tensor])
         for member_output, tensor in step.output_map.items():
-            if member_output not in _tensor_names(member, "output"):
+            declared = member_outputs.get(member_output)
+            if declared is None:
                 problems.append(f"{where}: model has no output {member_output!r}")
-            available.add(tensor)
-    for output in _tensor_names(config, "output") - available:
-        problems.append(f"{name}: ensemble output {output!r} is produced by no step")
+                continue
+            available[tensor] = (declared.data_type, list(declared.dims))
+    for output in config.output:
+        if output.name not in available:
+            problems.append(f"{name}: ensemble output {output.name!r} is produced by no step")
+        else:
+            problems += _compare(name, f"output {output.name}", output, *available[output.name])
+    return problems
+
+
+def _compare(where: str, what: str, declared, data_type: int, dims: list[int]) -> list[str]:
+    problems = []
+    if declared.data_type != data_type:
+        problems.append(f"{where}: {what}: data_type {_dtype_name(declared.data_type)} != {_dtype_name(data_type)}")
+    if not _dims_agree(list(declared.dims), dims):
+        problems.append(f"{where}: {what}: dims {list(declared.dims)} != {dims}")
     return problems
 
 

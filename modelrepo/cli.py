@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.build.quantize import DEFAULT_METHOD, METHODS
+from modelrepo.build.targets import PRECISIONS, TARGETS
+from modelrepo.pins import pins
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -31,13 +35,61 @@ def _build(args: argparse.Namespace) -> int:
     # sentence-transformers is what guards the exported graph, and it fails the build loudly.
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn)(\.|$)")
 
-    results = build_all(Path(args.model_repository), force=args.force)
+    repository = Path(args.model_repository)
+    request = None
+    if args.model:
+        from modelrepo.build.minilm_int8 import AccuracyBudget
+        from modelrepo.build.model_build import BuildRequest
+        from modelrepo.build.targets import TargetError
+        from modelrepo.build.tensorrt_plan import require_tensorrt
+
+        try:
+            request = BuildRequest(
+                args.model, args.target, args.precision, args.calibration, args.calib_samples,
+                AccuracyBudget.parse(args.accuracy_budget), args.ort_tensorrt,
+            )
+            request.validate(repository)
+            if request.target == "tensorrt":
+                require_tensorrt()  # say what is missing before minutes of building
+        except (TargetError, ValueError, RuntimeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    results = build_all(repository, force=args.force)
     for result in results:
         report = result.report
         if "parity_min_cosine" in report:
             print(f"  encoder parity vs sentence-transformers: min cosine {report['parity_min_cosine']:.6f}")
         if "test_accuracy" in report:
             print(f"  sentiment head: accuracy {report['test_accuracy']:.4f}, ROC-AUC {report['test_roc_auc']:.4f}")
+    if request is None:
+        return 0
+    return _build_target(repository, request, args)
+
+
+def _build_target(repository: Path, request, args: argparse.Namespace) -> int:
+    from modelrepo.build.model_build import render_repository
+    from modelrepo.build.targets import TargetError
+
+    output = Path(args.output or f"dist/{request.target}-{request.precision}/model_repository")
+    try:
+        render_repository(repository, output, request, force=args.force)
+    except (TargetError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"{request.model}: {request.target}/{request.precision} rendered into {output}")
+    report = output / request.model / "1" / "build_report.json"
+    if request.precision == "int8" and report.exists():
+        data = json.loads(report.read_text())
+        print(
+            f"  int8 ({data['calibration']}): held-out mean cosine {data['held_out']['mean_cosine']:.4f}, "
+            f"review_sentiment accuracy drop {100 * data['classifier_review_sentiment']['accuracy_drop']:.1f} points, "
+            f"{len(data['nodes_kept_fp32'])} of {data['nodes_total']} MatMuls kept in FP32"
+        )
+    if request.target == "cpu":
+        print(f"  serve it here: modelrepo serve --model-repository {output}")
+    else:
+        print(f"  serve it in {pins().ngc_triton_image} on a GPU host (the embedded server here has no {request.target} backend)")
     return 0
 
 
@@ -77,9 +129,24 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for READY")
     serve.set_defaults(func=_serve)
 
-    build = commands.add_parser("build", help="build every artifact (skips steps whose inputs are unchanged)")
+    build = commands.add_parser(
+        "build",
+        help="build every artifact (skips steps whose inputs are unchanged); with MODEL, also render it for a target",
+    )
+    build.add_argument("model", nargs="?", help="model to build for --target/--precision (e.g. minilm_encoder)")
     build.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
+    build.add_argument("--target", choices=TARGETS, default="cpu", help="engine target (default cpu)")
+    build.add_argument("--precision", choices=PRECISIONS, default="fp32", help="engine precision (default fp32)")
+    build.add_argument("--calibration", choices=METHODS, default=DEFAULT_METHOD, help="INT8 calibration method")
+    build.add_argument("--calib-samples", type=int, default=128, help="INT8 calibration texts/rows (default 128)")
+    build.add_argument(
+        "--accuracy-budget",
+        default="cosine=0.99,accuracy_drop=0.01",
+        help="INT8 budget: min mean cosine vs FP32 and max downstream accuracy drop (fraction)",
+    )
+    build.add_argument("--ort-tensorrt", action="store_true", help="onnxruntime target: enable its TensorRT accelerator")
+    build.add_argument("--output", help="repository to render into (default dist/TARGET-PRECISION/model_repository)")
     build.set_defaults(func=_build)
 
     check = commands.add_parser("check", help="validate the repository's configs statically")

@@ -1,0 +1,153 @@
+"""`modelrepo build MODEL --target T --precision P`: export → calibrate → compile → render.
+
+- export: the repository build (`build_all`) exports every ONNX graph and checks its parity;
+- calibrate (int8): a QDQ graph within the accuracy budget (minilm_int8), cached by its inputs;
+- compile (tensorrt): a plan for the pinned TensorRT, with its optimisation profile and metadata;
+- render: a complete repository in `--output` — every other model copied unchanged (ensembles and
+  pre/post-processing never change with the target), this model's config rendered for the target.
+
+The project's own repository stays the cpu/fp32 one that `make serve` runs here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.build import minilm_int8, quantize, sentiment, targets, tensorrt_plan
+from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, run_step, source_of
+from modelrepo.build.reports import REPORT_JSON, REPORT_MD
+from modelrepo.paths import cache_dir
+from modelrepo.python_backends import onnx_runner, text_tokenizer
+from modelrepo.triton.model_config import read_config, write_config
+
+INT8_MODELS = ("minilm_encoder",)  # models whose own calibration and held-out data are defined
+RENDER_RECORD = "target.json"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    model: str
+    target: str = "cpu"
+    precision: str = "fp32"
+    calibration: str = quantize.DEFAULT_METHOD
+    calib_samples: int = 128
+    budget: minilm_int8.AccuracyBudget = minilm_int8.AccuracyBudget()
+    ort_tensorrt: bool = False
+
+    def validate(self, repository: Path) -> None:
+        targets.check_combination(self.target, self.precision, self.ort_tensorrt)
+        model_dir = repository / self.model
+        if not (model_dir / "config.pbtxt").exists():
+            raise targets.TargetError(f"no model {self.model!r} in {repository}")
+        if not onnx_versions(model_dir):
+            raise targets.TargetError(
+                f"{self.model} has no ONNX graph to compile; models with one: {', '.join(onnx_models(repository))}"
+            )
+        if self.precision == "int8" and self.model not in INT8_MODELS:
+            raise targets.TargetError(f"INT8 calibration data is defined for {', '.join(INT8_MODELS)} only")
+        if self.calibration not in quantize.METHODS:
+            raise targets.TargetError(f"--calibration must be one of {quantize.METHODS}")
+
+
+def onnx_versions(model_dir: Path) -> list[Path]:
+    return sorted(path.parent for path in model_dir.glob(f"*/{targets.ONNX_FILENAME}") if path.parent.name.isdigit())
+
+
+def onnx_models(repository: Path) -> list[str]:
+    return sorted(path.name for path in repository.iterdir() if path.is_dir() and onnx_versions(path))
+
+
+def int8_encoder_step(repository: Path, request: BuildRequest, force: bool = False) -> StepResult:
+    """The calibrated QDQ encoder, in the build cache (rebuilt only when an input changes)."""
+    encoder_dir = repository / "minilm_encoder" / "1"
+    head_dir = repository / "sentiment_head" / "1"
+    embeddings_file = cache_dir() / "build" / "review_embeddings" / sentiment.EMBEDDINGS_FILENAME
+    inputs = {
+        "encoder": json.loads((encoder_dir / STAMP_FILENAME).read_text())["input_hash"],
+        "head": json.loads((head_dir / STAMP_FILENAME).read_text())["input_hash"],
+        "method": request.calibration,
+        "calib_samples": request.calib_samples,
+        "budget": [request.budget.min_mean_cosine, request.budget.max_accuracy_drop],
+        "code": source_of(minilm_int8, quantize, onnx_runner, text_tokenizer),
+    }
+
+    def produce(out: Path) -> dict:
+        with np.load(embeddings_file) as data:
+            test_embeddings = data["testing_data"]
+        return minilm_int8.build_int8_encoder(
+            out,
+            encoder_dir / targets.ONNX_FILENAME,
+            repository / "minilm_tokenizer" / "1" / "tokenizer",
+            test_embeddings,
+            head_dir / "head.npz",
+            request.calibration,
+            request.calib_samples,
+            request.budget,
+        )
+
+    output_dir = cache_dir() / "build" / f"minilm_encoder_int8_{request.calibration}"
+    return run_step("minilm_encoder_int8", output_dir, inputs, produce, force=force)
+
+
+def render_repository(repository: Path, output: Path, request: BuildRequest, force: bool = False, log=print) -> Path:
+    """A full repository in `output` with `request.model` built for its target and precision."""
+    repository, output = Path(repository), Path(output)
+    request.validate(repository)
+    if request.target == "tensorrt":
+        tensorrt_plan.require_tensorrt()  # before anything is written: one sentence if it cannot work
+    if output.resolve() == repository.resolve():
+        raise targets.TargetError("--output must differ from the source repository (which stays cpu/fp32)")
+
+    sources = {version.name: version / targets.ONNX_FILENAME for version in onnx_versions(repository / request.model)}
+    reports: list[Path] = []
+    if request.precision == "int8":
+        step = int8_encoder_step(repository, request, force=force)
+        log(f"int8 {request.model:<14} {'unchanged' if step.cached else 'built'}: {step.output_dir}")
+        sources = {"1": step.output_dir / targets.ONNX_FILENAME}
+        reports = [step.output_dir / REPORT_JSON, step.output_dir / REPORT_MD]
+
+    if output.exists():
+        shutil.rmtree(output)
+    shutil.copytree(repository, output, ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME))
+    model_dir = output / request.model
+    cpu_config = read_config(repository / request.model)
+    config = targets.render_config(cpu_config, request.target, request.precision, request.ort_tensorrt)
+    profile = targets.engine_profile(cpu_config) if request.target == "tensorrt" else None
+    engines = {}
+    for version in sorted(set(path.name for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())):
+        version_dir = model_dir / version
+        shim = version_dir / "model.py"
+        keep_shim = request.target == "cpu" and shim.exists()
+        shim_text = shim.read_text() if keep_shim else None
+        shutil.rmtree(version_dir)
+        if version not in sources:
+            continue  # a version without a graph for this precision is not served
+        version_dir.mkdir()
+        if shim_text is not None:
+            shim.write_text(shim_text)
+        for report in reports:
+            shutil.copy2(report, version_dir / report.name)
+        if request.target == "tensorrt":
+            engines[version] = tensorrt_plan.build_datacenter_plan(
+                sources[version], version_dir, profile, request.precision == "fp16",
+                cache_dir() / "tensorrt" / "timing.cache",
+            )
+        else:
+            shutil.copy2(sources[version], version_dir / targets.ONNX_FILENAME)
+    write_config(model_dir, config)
+    record = {
+        "model": request.model,
+        "target": request.target,
+        "precision": request.precision,
+        "calibration": request.calibration if request.precision == "int8" else None,
+        "ort_tensorrt": request.ort_tensorrt,
+        "source_repository": str(repository),
+        "engines": engines,
+    }
+    (model_dir / RENDER_RECORD).write_text(json.dumps(record, indent=2))
+    return output

@@ -1,0 +1,239 @@
+"""INT8 post-training quantization to a QDQ ONNX graph, kept inside an accuracy budget.
+
+The path TensorRT supports from 10.1 on (implicit calibrators are deprecated, gone in 11): explicit
+QuantizeLinear/DequantizeLinear pairs — symmetric int8 activations, per-channel symmetric int8
+weights — that a strongly typed TensorRT network, onnxruntime and the CPU runner all execute as is.
+
+Steps, each usable alone:
+1. `calibrate`: collect activation ranges once per method (max, entropy, percentile) with
+   onnxruntime's calibrators, saved as a calibration cache. Entropy is run with 2048 histogram bins
+   itself: onnxruntime's quantize_static default (128) makes it collapse to max.
+2. `quantize`: a QDQ model from the cache, with any nodes kept out (left in FP32).
+3. `sensitivity`: quantize one node at a time and score each model: which nodes hurt most.
+4. `BudgetSearch`: keep the most sensitive nodes in FP32, fewest first, until the score meets the
+   budget (a binary search over "how many of the worst"); the caller verifies on held-out data.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+METHODS = ("max", "entropy", "percentile")
+DEFAULT_METHOD = "percentile"
+QUANTIZED_OP_TYPES = ("MatMul",)
+ENTROPY_BINS = 2048
+PERCENTILE = 99.999
+
+Batch = dict[str, np.ndarray]
+Scorer = Callable[[Path], float]  # model path -> score, higher is better (e.g. mean cosine vs FP32)
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    try:
+        return {
+            "max": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method]
+    except KeyError:
+        raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}") from None
+
+
+def _quiet_onnxruntime_quantization() -> None:
+    # It logs a pre-processing hint per call; we pre-process once in `preprocess`.
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+
+
+def preprocess(source: Path, destination: Path) -> Path:
+    """onnxruntime's quantization pre-processing (graph optimisation + shape inference).
+
+    Symbolic shape inference is skipped: it cannot finish on graphs with dynamic batch and sequence
+    axes through attention reshapes, and ONNX shape inference is enough for MatMul quantization.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(destination), skip_symbolic_shape=True)
+    return destination
+
+
+def quantizable_nodes(model_path: Path, op_types: Sequence[str] = QUANTIZED_OP_TYPES) -> list[str]:
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [node.name for node in graph.node if node.op_type in op_types]
+
+
+class _Batches:
+    """onnxruntime's CalibrationDataReader protocol over a list of input batches."""
+
+    def __init__(self, batches: Sequence[Batch]):
+        self._iterator = iter(batches)
+
+    def get_next(self) -> Batch | None:
+        return next(self._iterator, None)
+
+
+def calibrate(
+    model_path: Path,
+    batches: Sequence[Batch],
+    method: str,
+    cache_path: Path,
+    op_types: Sequence[str] = QUANTIZED_OP_TYPES,
+) -> Path:
+    """Activation ranges of the tensors feeding `op_types`, written as onnxruntime's calibration cache."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    options = {"symmetric": True}
+    if method == "entropy":
+        options.update(num_bins=ENTROPY_BINS, num_quantized_bins=128)
+    if method == "percentile":
+        options.update(num_bins=ENTROPY_BINS, percentile=PERCENTILE)
+    with tempfile.TemporaryDirectory(prefix="modelrepo-calib-") as scratch:
+        calibrator = create_calibrator(
+            Path(model_path),
+            list(op_types),
+            augmented_model_path=str(Path(scratch) / "augmented.onnx"),
+            calibrate_method=_ort_method(method),
+            extra_options=options,
+        )
+        calibrator.collect_data(_Batches(batches))
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_path)
+    return cache_path
+
+
+def quantize(
+    model_path: Path,
+    cache_path: Path,
+    method: str,
+    output_path: Path,
+    keep_fp32: Iterable[str] = (),
+    only: Sequence[str] | None = None,
+    op_types: Sequence[str] = QUANTIZED_OP_TYPES,
+) -> Path:
+    """QDQ model: symmetric int8 activations (scale from the cache), per-channel symmetric int8 weights."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    _quiet_onnxruntime_quantization()
+    quantize_static(
+        str(model_path),
+        str(output_path),
+        None,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=list(op_types),
+        nodes_to_quantize=list(only) if only else None,
+        nodes_to_exclude=list(keep_fp32),
+        calibrate_method=_ort_method(method),
+        calibration_cache_path=str(cache_path),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+    return output_path
+
+
+def sensitivity(
+    model_path: Path,
+    cache_path: Path,
+    method: str,
+    nodes: Sequence[str],
+    score: Scorer,
+    scratch: Path,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Score with exactly one node quantized, for every node: the lower, the more that node hurts."""
+    steps: Iterable[str] = nodes
+    if progress:
+        from rich.progress import track
+
+        steps = track(nodes, description=f"sensitivity of {len(nodes)} nodes")
+    scores = {}
+    for node in steps:
+        trial = quantize(model_path, cache_path, method, scratch / "single-node.onnx", only=[node])
+        scores[node] = score(trial)
+    return scores
+
+
+class BudgetSearch:
+    """Find the fewest nodes to keep in FP32 for a score threshold; every trial is measured and kept.
+
+    Nodes are ranked by single-node sensitivity (computed once, only if quantizing every node misses
+    the threshold); "keep the k worst in FP32" is bisected on k. Bisection assumes keeping more nodes
+    in FP32 does not lower the score much; the chosen k's score is a measurement, not that assumption.
+    """
+
+    def __init__(self, model_path: Path, cache_path: Path, method: str, score: Scorer, scratch: Path, progress=False):
+        self.model_path, self.cache_path, self.method = model_path, cache_path, method
+        self.score, self.scratch, self.progress = score, scratch, progress
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.nodes = quantizable_nodes(model_path)
+        self.ranking = list(self.nodes)
+        self.single_node: dict[str, float] = {}
+        self.trials: dict[int, float] = {}  # kept-in-FP32 count -> score
+
+    def write(self, kept: int, output_path: Path) -> Path:
+        return quantize(self.model_path, self.cache_path, self.method, output_path, keep_fp32=self.ranking[:kept])
+
+    def score_kept(self, kept: int) -> float:
+        if kept not in self.trials:
+            self.trials[kept] = self.score(self.write(kept, self.scratch / "trial.onnx"))
+        return self.trials[kept]
+
+    def rank(self) -> None:
+        if not self.single_node:
+            self.single_node = sensitivity(
+                self.model_path, self.cache_path, self.method, self.nodes, self.score, self.scratch, self.progress
+            )
+            self.ranking = sorted(self.nodes, key=lambda node: self.single_node[node])
+            self.trials = {0: self.trials[0]} if 0 in self.trials else {}
+
+    def fewest_kept(self, threshold: float, at_least: int = 0) -> int:
+        """Smallest k ≥ at_least with score_kept(k) ≥ threshold (k = all nodes means plain FP32)."""
+        if at_least == 0 and self.score_kept(0) >= threshold:
+            return 0
+        self.rank()
+        low, high = max(at_least, 1) - 1, len(self.nodes)  # score_kept(high) meets it: nothing is quantized
+        while high - low > 1:
+            middle = (low + high) // 2
+            if self.score_kept(middle) >= threshold:
+                high = middle
+            else:
+                low = middle
+        return high
+
+    def close(self) -> None:
+        for stale in self.scratch.iterdir():
+            stale.unlink()
+        self.scratch.rmdir()
+
+    def report(self, kept: int) -> dict:
+        return {
+            "calibration": self.method,
+            "score_every_node_int8": self.trials.get(0),
+            "nodes_total": len(self.nodes),
+            "nodes_int8": len(self.nodes) - kept,
+            "nodes_kept_fp32": self.ranking[:kept],
+            "budget_search": [{"kept_fp32": k, "score": s} for k, s in sorted(self.trials.items())],
+            "sensitivity_only_this_node_int8": self.single_node,
+        }
+
+
+def qdq_summary(model_path: Path) -> dict:
+    """What the QDQ graph holds: counts of Q/DQ nodes and of int8 initializers (the stored weights)."""
+    model = onnx.load(str(model_path))
+    ops = [node.op_type for node in model.graph.node]
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    return {
+        "quantize_linear_nodes": ops.count("QuantizeLinear"),
+        "dequantize_linear_nodes": ops.count("DequantizeLinear"),
+        "int8_weight_tensors": len(int8_weights),
+        "file_bytes": Path(model_path).stat().st_size,
+    }

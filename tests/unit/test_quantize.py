@@ -1,0 +1,125 @@
+"""INT8 calibration, QDQ quantization and the sensitivity/budget search on a small known graph.
+
+The graph: X[N,8] -> MatMul "first" -> Mul by [500, 1, 1, ...] -> MatMul "second" -> Y. Channel 0 of
+the second MatMul's input is 500x larger than the rest but barely reaches Y, so one int8 scale for
+that input crushes the channels that matter: "second" is the sensitive node, "first" is harmless.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from modelrepo.build import quantize
+from modelrepo.build.minilm_int8 import AccuracyBudget, embedding_agreement
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory) -> tuple:
+    folder = tmp_path_factory.mktemp("quant")
+    w1 = RNG.normal(size=(8, 16)).astype(np.float32)
+    outlier = np.ones(16, dtype=np.float32)
+    outlier[0] = 500.0
+    w2 = RNG.normal(size=(16, 4)).astype(np.float32)
+    w2[0, :] = 1e-4
+    nodes = [
+        helper.make_node("MatMul", ["X", "W1"], ["H"], name="first"),
+        helper.make_node("Mul", ["H", "outlier"], ["R"], name="outlier_channel"),
+        helper.make_node("MatMul", ["R", "W2"], ["Y"], name="second"),
+    ]
+    model = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "two_matmuls",
+            [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", 8])],
+            [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4])],
+            [numpy_helper.from_array(a, n) for a, n in ((w1, "W1"), (w2, "W2"), (outlier, "outlier"))],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    path = folder / "fp32.onnx"
+    onnx.save(model, str(path))
+    batches = [{"X": RNG.normal(size=(32, 8)).astype(np.float32)} for _ in range(4)]
+    return path, batches, folder
+
+
+def run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+
+
+def cosine_scorer(fp32_path, x):
+    reference = run(fp32_path, x)
+    return lambda candidate: embedding_agreement(reference, run(candidate, x))["mean_cosine"]
+
+
+@pytest.mark.parametrize("method", quantize.METHODS)
+def test_each_method_calibrates_and_writes_a_symmetric_per_channel_qdq_graph(graph, method):
+    path, batches, folder = graph
+    cache = quantize.calibrate(path, batches, method, folder / f"{method}.json")
+    out = quantize.quantize(path, cache, method, folder / f"{method}.onnx")
+    model = onnx.load(str(out))
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4
+    initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [v for k, v in initializers.items() if "zero_point" in k]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)  # symmetric int8
+    weight_scales = [v for k, v in initializers.items() if k.startswith(("W1", "W2")) and "scale" in k]
+    assert sorted(s.size for s in weight_scales) == [4, 16]  # one scale per output channel
+    assert quantize.qdq_summary(out)["int8_weight_tensors"] == 2
+    x = batches[0]["X"]
+    assert run(out, x).shape == run(path, x).shape
+
+
+def test_entropy_and_percentile_clip_ranges_that_max_keeps(graph):
+    path, batches, folder = graph
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    ranges = {m: load_tensors_data(quantize.calibrate(path, batches, m, folder / f"r-{m}.json")) for m in quantize.METHODS}
+    high = {m: float(np.max(np.abs(ranges[m].data["R"].range_value))) for m in quantize.METHODS}
+    assert high["percentile"] < high["max"] and high["entropy"] <= high["max"]
+
+
+def test_sensitivity_ranks_the_outlier_node_first_and_the_budget_keeps_only_it(graph):
+    path, batches, folder = graph
+    cache = quantize.calibrate(path, batches, "max", folder / "budget.json")
+    score = cosine_scorer(path, RNG.normal(size=(256, 8)).astype(np.float32))
+    search = quantize.BudgetSearch(path, cache, "max", score, folder / "trials")
+    assert search.score_kept(0) < 0.99  # every node int8 misses the budget
+    kept = search.fewest_kept(0.99)
+    assert search.ranking[:kept] == ["second"], (search.trials, search.single_node)
+    assert search.single_node["second"] < search.single_node["first"]
+    final = search.write(kept, folder / "final.onnx")
+    assert score(final) >= 0.99
+    report = search.report(kept)
+    assert report["nodes_kept_fp32"] == ["second"] and report["nodes_int8"] == 1
+    assert {"kept_fp32": 0, "score": search.trials[0]} in report["budget_search"]
+    search.close()
+    assert not (folder / "trials").exists()
+
+
+def test_a_met_budget_needs_no_sensitivity_run(graph):
+    path, batches, folder = graph
+    cache = quantize.calibrate(path, batches, "max", folder / "loose.json")
+    search = quantize.BudgetSearch(path, cache, "max", cosine_scorer(path, batches[0]["X"]), folder / "loose")
+    assert search.fewest_kept(0.0) == 0 and search.single_node == {}
+
+
+def test_accuracy_budget_parsing():
+    assert AccuracyBudget.parse("cosine=0.995") == AccuracyBudget(0.995, 0.01)
+    assert AccuracyBudget.parse("accuracy_drop=0.02,cosine=0.98") == AccuracyBudget(0.98, 0.02)
+    for bad in ("cos=0.9", "cosine", "cosine=2", "accuracy_drop=-1"):
+        with pytest.raises(ValueError, match="accuracy-budget"):
+            AccuracyBudget.parse(bad)
+
+
+def test_embedding_agreement_counts_neighbours_and_cosines():
+    reference = np.eye(4, dtype=np.float32) + 0.1
+    same = embedding_agreement(reference, reference * 3)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["nn_agreement_at_1"] == 1.0
+    shuffled = embedding_agreement(reference, reference[[1, 0, 3, 2]])
+    assert shuffled["min_cosine"] < 0.9
