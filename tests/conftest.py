@@ -56,3 +56,16 @@ def grpc_client(server):
     client = grpcclient.InferenceServerClient(server.grpc_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def int8_encoder():
+    """The calibrated INT8 encoder (default method and budget), built once into the build cache.
+
+    Not part of `modelrepo build` (make serve does not need it): the first test session builds it in
+    ~5 minutes on 2 cores, later ones reuse it while its inputs are unchanged.
+    """
+    from modelrepo.build.model_build import BuildRequest, int8_encoder_step
+
+    require_built_repository()
+    return int8_encoder_step(MODEL_REPOSITORY, BuildRequest("minilm_encoder", precision="int8"))

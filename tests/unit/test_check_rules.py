@@ -1,0 +1,125 @@
+"""`modelrepo check`: one broken copy of the repository per rule, and the message that names it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_INT32
+
+from modelrepo.build import targets
+from modelrepo.check import check_repository
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.triton.model_config import read_config, write_config
+
+
+def _copy(src, dst):
+    # Graphs are linked (read-only use, 90 MB); everything else is a real copy the test may break.
+    if str(src).endswith(".onnx"):
+        os.symlink(os.path.abspath(src), dst)
+    else:
+        shutil.copy2(src, dst)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    target = tmp_path / "repo"
+    shutil.copytree(MODEL_REPOSITORY, target, copy_function=_copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert check_repository(target) == []
+    return target
+
+
+def edit(repo, model, change):
+    config = read_config(repo / model)
+    change(config)
+    write_config(repo / model, config)
+
+
+def problems_with(repo, *fragments):
+    found = check_repository(repo)
+    matching = [p for p in found if all(f in p for f in fragments)]
+    assert matching, f"no problem mentions {fragments}; got {found}"
+    return matching
+
+
+def test_ensemble_step_dtype_mismatch(repo):
+    edit(repo, "sentiment_head", lambda c: setattr(c.input[0], "data_type", TYPE_INT32))
+    problems_with(repo, "review_sentiment: step 2 (sentiment_head)", "data_type TYPE_INT32 != TYPE_FP32")
+
+
+def test_ensemble_step_dims_mismatch(repo):
+    edit(repo, "sentiment_head", lambda c: c.input[0].dims.__setitem__(0, 768))
+    problems_with(repo, "review_sentiment", "dims [768] != [384]")
+
+
+def test_ensemble_output_dtype_and_dims_must_match_the_producing_step(repo):
+    def change(config):
+        config.output[0].dims[0] = 512
+    edit(repo, "text_embedding", change)
+    problems_with(repo, "text_embedding: output EMBEDDING", "dims [512] != [384]")
+
+
+def test_config_input_must_be_a_graph_input(repo):
+    edit(repo, "minilm_encoder", lambda c: setattr(c.input[0], "name", "token_ids"))
+    problems_with(repo, "minilm_encoder: version 1", "input 'token_ids' is not a input of model.onnx")
+    problems_with(repo, "minilm_encoder: version 1", "model.onnx input 'input_ids' is not declared")
+
+
+def test_config_dtype_and_rank_must_match_the_graph(repo):
+    def change(config):
+        config.input[1].data_type = TYPE_INT32
+        config.output[0].dims.append(1)
+    edit(repo, "minilm_encoder", change)
+    problems_with(repo, "minilm_encoder", "input attention_mask data_type TYPE_INT32 but model.onnx has TYPE_INT64")
+    problems_with(repo, "minilm_encoder", "output embedding dims [384, 1]", "do not match model.onnx shape")
+
+
+def test_every_version_of_a_model_is_checked_against_its_graph(repo):
+    edit(repo, "credit_members_fused", lambda c: setattr(c.output[3], "data_type", TYPE_INT32))
+    found = problems_with(repo, "credit_members_fused", "data_type TYPE_INT32 but model.onnx has TYPE_FP32")
+    assert {p.split(":")[1].strip() for p in found} == {"version 1", "version 2"}
+
+
+def test_preferred_batch_size_above_max_batch_size(repo):
+    edit(repo, "sentiment_head", lambda c: c.dynamic_batching.preferred_batch_size.append(1024))
+    problems_with(repo, "sentiment_head", "preferred_batch_size 1024 > max_batch_size")
+
+
+def test_preferred_batch_size_outside_the_engine_profile(repo):
+    plan_config = targets.render_config(read_config(repo / "minilm_encoder"), "tensorrt", "fp32")
+    plan_config.dynamic_batching.preferred_batch_size.append(48)
+    write_config(repo / "minilm_encoder", plan_config)
+    version = repo / "minilm_encoder" / "1"
+    (version / "model.plan").write_bytes(b"plan")
+    profile = targets.EngineProfile(1, 16, 32).as_dict()
+    (version / targets.ENGINE_METADATA).write_text(json.dumps({"profile": profile}))
+    problems_with(repo, "minilm_encoder", "preferred_batch_size 48 is outside engine profile batch range 1..32")
+    problems_with(repo, "minilm_encoder", "max_batch_size 64 is outside engine profile")
+
+
+def test_native_platform_without_its_artifact(repo):
+    write_config(repo / "minilm_encoder", targets.render_config(read_config(repo / "minilm_encoder"), "onnxruntime", "fp32"))
+    assert check_repository(repo) == []  # the ONNX graph is there and matches
+    (repo / "minilm_encoder" / "1" / "model.onnx").unlink()
+    problems_with(repo, "minilm_encoder: version 1", "platform onnxruntime_onnx needs model.onnx, which is missing")
+
+
+def test_python_model_without_model_py_or_version_folder(repo):
+    (repo / "sentiment_head" / "1" / "model.py").unlink()
+    shutil.rmtree(repo / "credit_aggregate" / "1")
+    problems_with(repo, "sentiment_head: version 1", "python backend without model.py")
+    problems_with(repo, "credit_aggregate", "no version folder")
+
+
+def test_missing_onnx_file_parameter_and_label_file(repo):
+    edit(repo, "minilm_encoder", lambda c: c.parameters["onnx_file"].__setattr__("string_value", "int8.onnx"))
+    (repo / "review_sentiment" / "labels.txt").unlink()
+    problems_with(repo, "minilm_encoder", "parameter onnx_file int8.onnx is missing")
+    problems_with(repo, "review_sentiment", "label_filename labels.txt is missing")
+
+
+def test_python_models_must_run_on_cpu_instances(repo):
+    edit(repo, "sentiment_head", lambda c: setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_GPU))
+    problems_with(repo, "sentiment_head", "instance_group kind must be KIND_CPU")
