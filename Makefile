@@ -10,6 +10,7 @@ serve: build
 	$(BIN)/modelrepo serve
 
 test: build
+	$(BIN)/modelrepo check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Unit tests only (no server start).

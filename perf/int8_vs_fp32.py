@@ -1,0 +1,84 @@
+"""INT8 vs FP32 MiniLM served through Triton: text_embedding throughput and latency with perf_analyzer.
+
+    .venv/bin/python -m modelrepo.perf.int8_vs_fp32 [--concurrency 1 8] [--rounds 2]
+
+FP32: the project's repository. INT8: `modelrepo build minilm_encoder --target cpu --precision int8`
+rendered into a temporary repository (same ensembles). Each round starts one server at a time (no
+cross-talk on 2 cores) and alternates FP32/INT8; inputs are 64 held-out review texts.
+Writes perf/results/int8_vs_fp32.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from modelrepo.build.model_build import BuildRequest, int8_encoder_step, render_repository
+from modelrepo.build.review_data import reviews
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.perf.analyzer import measure
+from modelrepo.perf.results import record
+from modelrepo.triton.server import TritonServer, free_ports
+
+MODEL = "text_embedding"
+
+
+def input_file(folder: Path, count: int = 64) -> Path:
+    texts = reviews("testing_data").review.tolist()[:count]
+    path = folder / "reviews.json"
+    path.write_text(json.dumps({"data": [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]}))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    request = BuildRequest("minilm_encoder", "cpu", "int8")
+    build = int8_encoder_step(MODEL_REPOSITORY, request).report
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        repositories = {"fp32": MODEL_REPOSITORY,
+                        "int8": render_repository(MODEL_REPOSITORY, folder / "int8", request, log=lambda *_: None)}
+        data = input_file(folder)
+        for number in range(1, args.rounds + 1):
+            for precision, repository in repositories.items():
+                with TritonServer(repository, *free_ports(3), admin_key="bench") as server:
+                    for concurrency in args.concurrency:
+                        result = measure(MODEL, server.grpc_url, data, concurrency, "bench", folder / "run.csv")
+                        runs.append({"round": number, "precision": precision, "concurrency": concurrency, **result})
+    best = {(r["precision"], r["concurrency"]): 0.0 for r in runs}
+    for r in runs:
+        best[(r["precision"], r["concurrency"])] = max(best[(r["precision"], r["concurrency"])], r["throughput_infer_per_s"])
+    body = [
+        f"INT8 graph: {build['nodes_int8']} of {build['nodes_total']} MatMuls in INT8 ({build['calibration']} calibration), "
+        f"held-out mean cosine {build['held_out']['mean_cosine']:.4f}.",
+        "",
+        "| round | precision | concurrency | throughput (texts/s) | p50 (ms) | p99 (ms) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {r['round']} | {r['precision']} | {r['concurrency']} | {r['throughput_infer_per_s']:.2f} | "
+          f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} |" for r in runs],
+        "",
+        "Best of rounds, INT8 / FP32 throughput: "
+        + ", ".join(f"concurrency {c}: {best[('int8', c)] / best[('fp32', c)]:.2f}x" for c in args.concurrency),
+        "",
+        f"perf_analyzer command (per server): `{runs[0]['command']}`",
+    ]
+    print(record(
+        "int8_vs_fp32",
+        "INT8 vs FP32 all-MiniLM-L6-v2 served through text_embedding (embedded Triton, CPU)",
+        " ".join(["python -m modelrepo.perf.int8_vs_fp32", *(argv if argv is not None else sys.argv[1:])]).strip(),
+        {"runs": runs, "int8_build": {k: build[k] for k in ("calibration", "nodes_int8", "nodes_total", "held_out")}},
+        body,
+        note="AVX2 CPU without VNNI: onnxruntime's int8 kernels have no fast path here.",
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
