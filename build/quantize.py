@@ -102,7 +102,10 @@ def calibrate(
             calibrate_method=_ort_method(method),
             extra_options=options,
         )
-        calibrator.collect_data(_Batches(batches))
+        # One batch per call: the calibrators stack a call's outputs into one array, which fails for
+        # batches of different sequence lengths (percentile); ranges/histograms accumulate across calls.
+        for batch in batches:
+            calibrator.collect_data(_Batches([batch]))
         ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)

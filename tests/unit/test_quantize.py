@@ -123,3 +123,20 @@ def test_embedding_agreement_counts_neighbours_and_cosines():
     assert same["mean_cosine"] == pytest.approx(1.0) and same["nn_agreement_at_1"] == 1.0
     shuffled = embedding_agreement(reference, reference[[1, 0, 3, 2]])
     assert shuffled["min_cosine"] < 0.9
+
+
+@pytest.mark.parametrize("method", quantize.METHODS)
+def test_calibration_accepts_batches_of_different_sequence_lengths(tmp_path, method):
+    """Token batches differ in length; every method must take them (percentile once did not)."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["Y"], name="only")],
+        "ragged",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", "sequence", 4])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", "sequence", 2])],
+        [numpy_helper.from_array(RNG.normal(size=(4, 2)).astype(np.float32), "W")],
+    )
+    path = tmp_path / "ragged.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    batches = [{"X": RNG.normal(size=(2, length, 4)).astype(np.float32)} for length in (3, 7, 5)]
+    cache = quantize.calibrate(path, batches, method, tmp_path / "cache.json")
+    assert quantize.qdq_summary(quantize.quantize(path, cache, method, tmp_path / "q.onnx"))["int8_weight_tensors"] == 1
