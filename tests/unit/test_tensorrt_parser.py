@@ -4,6 +4,8 @@ TensorRT for RTX (`tensorrt_rtx`) builds engines without a GPU, so it runs here;
 not the datacenter plans Triton loads in the NGC image. What this proves: our graphs (FP32 and the INT8
 QDQ one) are accepted by TensorRT's parser and builder through the same code path and optimisation
 profile as `modelrepo build --target tensorrt`, with INT64 token inputs and a strongly typed network.
+Timing-cache calls are accepted but are no-ops in TensorRT-RTX (it says so in a DeprecationWarning):
+that the cache speeds up datacenter rebuilds is not verified here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from modelrepo.triton.model_config import read_config
 
 trt = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu12 is in the test extra: `make test` installs it")
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*Timing cache operations are no-ops:DeprecationWarning")
 SHIPPED = sorted(MODEL_REPOSITORY.glob("*/[0-9]*/model.onnx"))
 
 
@@ -38,7 +41,7 @@ def test_shipped_graph_parses_and_builds(onnx_path, tmp_path):
     metadata = build(onnx_path, model, tmp_path)
     config = read_config(MODEL_REPOSITORY / model)
     assert metadata["strongly_typed"] and metadata["plan_bytes"] > 0 and (tmp_path / "model.plan").exists()
-    assert (tmp_path / "timing.cache").stat().st_size > 0
+    assert (tmp_path / "timing.cache").exists()  # written by the same code; empty of timings under RTX
     assert [i["name"] for i in metadata["inputs"]] == [t.name for t in config.input]
     assert {o["name"] for o in metadata["outputs"]} >= {t.name for t in config.output}
     for shapes in metadata["input_shapes_min_opt_max"].values():
