@@ -104,6 +104,21 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from modelrepo.perf.tune import Load
+    from modelrepo.perf.tune_command import run_tune
+
+    if args.concurrency is None and args.request_rate is None:
+        args.concurrency = 8
+    load = Load(concurrency=args.concurrency, request_rate=args.request_rate)
+    command = "modelrepo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else "modelrepo tune ..."
+    result = run_tune(
+        Path(args.model_repository), args.model, args.p99_ms, load, args.apply,
+        Path(args.output) if args.output else None, args.instances, command,
+    )
+    return 0 if result.winner else 1
+
+
 def _perf_analyzer(passthrough: list[str]) -> int:
     from modelrepo.perf.analyzer import exec_perf_analyzer
 
@@ -152,6 +167,20 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the repository's configs statically")
     check.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     check.set_defaults(func=_check)
+
+    tune = commands.add_parser(
+        "tune", help="find the dynamic-batching config with the most throughput under a p99 budget (perf_analyzer)"
+    )
+    tune.add_argument("model", help="model or ensemble to tune (an ensemble's steps are tuned)")
+    tune.add_argument("--p99-ms", type=float, required=True, help="p99 latency budget in milliseconds")
+    load = tune.add_mutually_exclusive_group()
+    load.add_argument("--concurrency", type=int, help="closed-loop clients (default 8)")
+    load.add_argument("--request-rate", type=float, help="open-loop requests per second")
+    tune.add_argument("--apply", action="store_true", help="write the winner into config.pbtxt (diff printed)")
+    tune.add_argument("--instances", type=int, nargs="+", default=[1, 2], help="instance counts to consider")
+    tune.add_argument("--output", help="report folder (default perf/results/tune-MODEL-TIMESTAMP)")
+    tune.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
+    tune.set_defaults(func=_tune)
 
     perf = commands.add_parser(
         "perf-analyzer",

@@ -112,9 +112,15 @@ def measure(
     if completed.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({completed.returncode}): {completed.stdout[-1500:]}{completed.stderr[-1500:]}")
     (row,) = list(csv.DictReader(open(csv_path)))
+    server_ms = {  # averages per request, reported by the server (for an ensemble: over its steps)
+        f"server_{key}_ms": int(row[column]) / 1000
+        for key, column in (("queue", "Server Queue"), ("compute", "Server Compute Infer"))
+        if row.get(column, "").strip().isdigit()
+    }
     return {
         "throughput_infer_per_s": float(row["Inferences/Second"]),
         "p50_ms": int(row["p50 latency"]) / 1000,
         "p99_ms": int(row["p99 latency"]) / 1000,
+        **server_ms,
         "command": " ".join(["modelrepo perf-analyzer", *args]),
     }

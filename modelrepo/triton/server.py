@@ -96,6 +96,7 @@ class TritonServer:
     # explicit + every model loaded at start: what is served is the whole repository, and configs can
     # be reloaded (load_model with a config override) without a restart.
     model_control_mode: str = "explicit"
+    load_models: tuple[str, ...] = ("*",)  # explicit mode: what to load at start (an ensemble brings its steps)
     cache_bytes: int = DEFAULT_CACHE_BYTES
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
@@ -123,7 +124,7 @@ class TritonServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             f"--model-control-mode={self.model_control_mode}",
-            *(["--load-model=*"] if self.model_control_mode == "explicit" else []),
+            *([f"--load-model={m}" for m in self.load_models] if self.model_control_mode == "explicit" else []),
             f"--cache-directory={home / 'caches'}",
             f"--cache-config=local,size={self.cache_bytes}",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
@@ -197,7 +198,8 @@ class TritonServer:
                 )
             if self.is_ready():
                 if self.admin_key and self.model_control_mode != "poll":
-                    not_ready = {n: s for n, s in self.model_states().items() if s != "READY"}
+                    everything = self.load_models == ("*",)  # else models never asked for have no state
+                    not_ready = {n: s for n, s in self.model_states().items() if s != "READY" and (everything or s)}
                     if not_ready:
                         raise ServerStartError(f"models not READY: {not_ready}")
                 return time.monotonic() - started

@@ -1,0 +1,250 @@
+"""`modelrepo tune MODEL --p99-ms B`: the best dynamic-batching config under a p99 budget, verified.
+
+1. Start the embedded server (explicit model control) with MODEL only (an ensemble brings its steps).
+2. Measure the batch-size → latency curve once: one request carrying b rows at concurrency 1, for
+   b = 1, 2, 4, … up to max_batch_size, with batching knobs neutral (1 instance, no queue delay).
+3. Predict every candidate (instances × preferred batch × queue delay; delays derived from the load
+   and the budget) with tune_search, keep the best few that fit the budget with margin.
+4. Verify those end to end with perf_analyzer under the requested load, each candidate loaded with
+   `load_model(config=…)` — no restart. Then re-measure the winner and the runner-up (the deciding
+   measurement) and state how confident the choice is.
+5. Report (CSV, PNG plots, markdown with the perf_analyzer commands), and with --apply write the
+   winner into config.pbtxt through the protobuf, showing the diff.
+
+For an ensemble the knobs go to its composing models: preferred batch and delay to every batchable
+step, the instance count to the step that spends the most compute time (Triton's statistics).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from modelrepo.perf.analyzer import measure
+from modelrepo.perf.tune_search import SAFETY, Candidate, Prediction, shortlist
+from modelrepo.triton.model_config import ModelConfig, model_config_pb2
+
+ModelInstanceGroup = model_config_pb2.ModelInstanceGroup
+
+DEFAULT_INSTANCE_OPTIONS = (1, 2)  # 2 cores: more instances only contend
+KEEP = 3
+
+
+@dataclass
+class Load:
+    concurrency: int | None = None
+    request_rate: float | None = None
+
+    def describe(self) -> str:
+        return f"concurrency {self.concurrency}" if self.concurrency else f"{self.request_rate:g} requests/s"
+
+
+@dataclass
+class Measurement:
+    phase: str  # curve | verify | decide | baseline
+    candidate: Candidate | None
+    batch_rows: int
+    throughput_per_s: float
+    p50_ms: float
+    p99_ms: float
+    queue_ms: float
+    compute_ms: float
+    command: str
+
+    def row(self) -> dict:
+        return {
+            "phase": self.phase,
+            **(self.candidate.as_dict() if self.candidate else {"instances": "", "preferred_batch": "", "queue_delay_us": ""}),
+            "batch_rows": self.batch_rows,
+            "throughput_per_s": round(self.throughput_per_s, 3),
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "queue_ms": self.queue_ms,
+            "compute_ms": self.compute_ms,
+            "command": self.command,
+        }
+
+
+@dataclass
+class TuneResult:
+    model: str
+    budget_ms: float
+    load: Load
+    tuned_models: list[str]
+    bottleneck: str
+    curve: dict[int, float]
+    predictions: list[Prediction]
+    measurements: list[Measurement] = field(default_factory=list)
+    winner: Candidate | None = None
+    confidence: str = ""
+    configs: dict[str, ModelConfig] = field(default_factory=dict)  # winner's config per tuned model
+    seconds: float = 0.0
+
+
+class LiveModels:
+    """Read and replace model configs on a running server (explicit model control, admin key)."""
+
+    def __init__(self, grpc_client, headers: dict[str, str]):
+        self.client, self.headers = grpc_client, headers
+
+    def config(self, model: str) -> ModelConfig:
+        raw = self.client.get_model_config(model, as_json=True, headers=self.headers)["config"]
+        return json_format.ParseDict(raw, ModelConfig(), ignore_unknown_fields=True)
+
+    def load(self, model: str, config: ModelConfig) -> None:
+        text = json_format.MessageToJson(config, preserving_proto_field_name=True)
+        self.client.load_model(model, config=text, headers=self.headers)
+
+    def compute_ns_per_request(self, model: str) -> float:
+        stats = self.client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"]
+        total = sum(int(s["inference_stats"]["compute_infer"].get("ns", 0)) for s in stats)
+        count = sum(int(s["inference_stats"]["compute_infer"].get("count", 0)) for s in stats)
+        return total / count if count else 0.0
+
+
+def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int | None) -> ModelConfig:
+    """A copy with the candidate's batching knobs (None: neutral — no preferred size, no delay)."""
+    tuned = ModelConfig()
+    tuned.CopyFrom(config)
+    batching = tuned.dynamic_batching
+    batching.ClearField("preferred_batch_size")
+    batching.max_queue_delay_microseconds = 0
+    if candidate is not None:
+        batching.preferred_batch_size.append(min(candidate.preferred_batch, tuned.max_batch_size))
+        batching.max_queue_delay_microseconds = candidate.queue_delay_us
+    if instances is not None:
+        del tuned.instance_group[:]
+        tuned.instance_group.add(count=instances, kind=ModelInstanceGroup.KIND_CPU)
+    return tuned
+
+
+def batch_sizes(max_batch_size: int) -> list[int]:
+    sizes, size = [], 1
+    while size <= max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return sizes
+
+
+class Tuner:
+    def __init__(
+        self,
+        server,
+        live: LiveModels,
+        model: str,
+        budget_ms: float,
+        load: Load,
+        input_data: Path,
+        workdir: Path,
+        admin_key: str,
+        instance_options=DEFAULT_INSTANCE_OPTIONS,
+        progress: Callable[[str], None] = print,
+    ):
+        self.server, self.live, self.model, self.budget_ms, self.load = server, live, model, budget_ms, load
+        self.input_data, self.workdir, self.admin_key = input_data, workdir, admin_key
+        self.instance_options, self.progress = tuple(instance_options), progress
+        top = live.config(model)
+        self.is_ensemble = top.platform == "ensemble"
+        steps = [step.model_name for step in top.ensemble_scheduling.step] if self.is_ensemble else [model]
+        self.originals = {name: live.config(name) for name in steps}
+        self.tuned_models = [name for name, cfg in self.originals.items() if cfg.HasField("dynamic_batching")]
+        self.max_batch = top.max_batch_size
+        self.bottleneck = self.tuned_models[0]
+
+    def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None) -> Measurement:
+        extra = ["-b", str(rows)] if rows > 1 else []
+        result = measure(
+            self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
+            self.workdir / "last.csv", extra=[*extra, "--verbose-csv"], request_rate=rate,
+        )
+        return Measurement(
+            phase, candidate, rows, result["throughput_infer_per_s"] * max(rows, 1), result["p50_ms"],
+            result["p99_ms"], result.get("server_queue_ms", 0.0), result.get("server_compute_ms", 0.0),
+            result["command"],
+        )
+
+    def apply(self, candidate: Candidate | None, instances_for_bottleneck: int | None) -> dict[str, ModelConfig]:
+        configs = {}
+        for name in self.tuned_models:
+            instances = instances_for_bottleneck if name == self.bottleneck else None
+            configs[name] = with_knobs(self.originals[name], candidate, instances)
+            self.live.load(name, configs[name])
+        return configs
+
+    def measure_curve(self, result: TuneResult) -> dict[int, float]:
+        self.apply(None, 1)
+        curve = {}
+        for rows in batch_sizes(self.max_batch):
+            measurement = self.run_perf("curve", None, rows, concurrency=1)
+            result.measurements.append(measurement)
+            curve[rows] = measurement.p50_ms
+            self.progress(f"curve: batch {rows:>3} -> {measurement.p50_ms:.1f} ms")
+            if measurement.p50_ms > self.budget_ms:
+                break  # larger batches cannot fit the budget either
+        if self.is_ensemble and len(self.tuned_models) > 1:
+            self.bottleneck = max(self.tuned_models, key=self.live.compute_ns_per_request)
+        return curve
+
+    def verify(self, result: TuneResult, candidate: Candidate, phase: str) -> Measurement:
+        self.apply(candidate, candidate.instances)
+        measurement = self.run_perf(phase, candidate, 1, self.load.concurrency, self.load.request_rate)
+        result.measurements.append(measurement)
+        fits = "fits" if measurement.p99_ms <= self.budget_ms else "over budget"
+        self.progress(f"{phase}: {candidate.label()} -> {measurement.throughput_per_s:.1f}/s, "
+                      f"p99 {measurement.p99_ms:.1f} ms ({fits})")
+        return measurement
+
+    def tune(self) -> TuneResult:
+        started = time.monotonic()
+        result = TuneResult(self.model, self.budget_ms, self.load, self.tuned_models, self.bottleneck, {}, [])
+        try:
+            result.curve = self.measure_curve(result)
+            result.bottleneck = self.bottleneck
+            result.predictions = shortlist(result.curve, self.budget_ms, self.instance_options,
+                                           self.load.concurrency, self.load.request_rate, keep=KEEP)
+            verified = [(p.candidate, self.verify(result, p.candidate, "verify")) for p in result.predictions]
+            fitting = sorted(((m.throughput_per_s, c) for c, m in verified if m.p99_ms <= self.budget_ms), reverse=True)
+            if not fitting:
+                result.confidence = "none: no candidate met the budget when measured"
+                return result
+            contenders = [c for _, c in fitting[:2]]
+            decide = {c: [m for cc, m in verified if cc == c] for c in contenders}
+            for candidate in contenders:  # the deciding measurement, repeated
+                decide[candidate].append(self.verify(result, candidate, "decide"))
+            best = max(contenders, key=lambda c: min(m.throughput_per_s for m in decide[c])
+                       if all(m.p99_ms <= self.budget_ms for m in decide[c]) else -1)
+            result.winner = best
+            result.confidence = confidence(decide, best, self.budget_ms)
+            result.configs = self.apply(best, best.instances)
+        finally:
+            result.seconds = time.monotonic() - started
+        return result
+
+
+def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget_ms: float) -> str:
+    mine = runs[best]
+    if any(m.p99_ms > budget_ms for m in mine):
+        return "low: the winner's p99 went over the budget in a repeat"
+    others = [c for c in runs if c != best]
+    if not others:
+        return "high: the only candidate that met the budget"
+    rival = runs[others[0]]
+    worst_mine, best_rival = min(m.throughput_per_s for m in mine), max(m.throughput_per_s for m in rival)
+    spread = max(m.throughput_per_s for m in mine) / worst_mine - 1
+    if worst_mine > best_rival:
+        return (f"high: its worst of {len(mine)} runs beats the runner-up's best of {len(rival)} "
+                f"({worst_mine:.1f} vs {best_rival:.1f}/s; run-to-run spread {100 * spread:.0f} %)")
+    return (f"low: within noise of the runner-up ({rival[0].candidate.label()}: best {best_rival:.1f}/s vs "
+            f"this one's worst {worst_mine:.1f}/s); either is a sound choice")
+
+
+def predicted_vs(result: TuneResult) -> list[dict]:
+    return [{"candidate": p.candidate.label(), "predicted_batch": p.batch,
+             "predicted_throughput_per_s": round(p.throughput_per_s, 1),
+             "predicted_p99_ms": None if math.isinf(p.p99_ms) else round(p.p99_ms, 1)} for p in result.predictions]
+

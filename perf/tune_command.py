@@ -1,0 +1,62 @@
+"""`modelrepo tune`: start the embedded server with the model, tune it, write the report, optionally apply."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from modelrepo.paths import PERF_RESULTS
+from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
+from modelrepo.perf.tune_report import apply_to_repository, write_report
+from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.model_config import read_config
+from modelrepo.triton.server import TritonServer, free_ports
+
+TEXT_SAMPLES = 64
+
+
+def default_input_data(repository: Path, model: str, folder: Path) -> str:
+    """Real review texts for a model whose one input is TEXT; perf_analyzer's random data otherwise."""
+    config = read_config(repository / model)
+    if [t.name for t in config.input] == ["TEXT"]:
+        from modelrepo.build.review_data import reviews
+
+        texts = reviews("testing_data").review.tolist()[:TEXT_SAMPLES]
+        path = folder / "texts.json"
+        path.write_text(json.dumps({"data": [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]}))
+        return str(path)
+    return "random"
+
+
+def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: bool, output: Path | None,
+             instance_options, command: str, log=print) -> TuneResult:
+    admin_key = secrets.token_urlsafe(16)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = output or PERF_RESULTS / f"tune-{model}-{stamp}"
+    with tempfile.TemporaryDirectory(prefix="modelrepo-tune-") as tmp:
+        workdir = Path(tmp)
+        input_data = default_input_data(repository, model, workdir)
+        server = TritonServer(repository, *free_ports(3), admin_key=admin_key, load_models=(model,),
+                              log_path=workdir / "tritonserver.log")
+        import tritonclient.grpc as grpcclient
+
+        with server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            live = LiveModels(client, {GRPC_ADMIN_HEADER: admin_key})
+            tuner = Tuner(server, live, model, budget_ms, load, input_data, workdir, admin_key, instance_options, log)
+            log(f"tuning {model} ({', '.join(tuner.tuned_models)}) for p99 ≤ {budget_ms:g} ms at {load.describe()}")
+            result = tuner.tune()
+            client.close()
+    write_report(result, folder, command)
+    log(f"report: {folder}/summary.md ({result.seconds:.0f} s)")
+    if result.winner is None:
+        log(f"no configuration met the budget: {result.confidence}")
+        return result
+    log(f"chosen: {result.winner.label()} — confidence {result.confidence}")
+    if apply:
+        diff = apply_to_repository(repository, result)
+        log(diff or "configs already had these values")
+    return result

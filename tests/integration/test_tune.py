@@ -1,0 +1,85 @@
+"""`modelrepo tune` on a model whose latency curve is known: it must find the known optimum.
+
+The synthetic model sleeps 20 ms + 2 ms per row for each batch (instances run truly in parallel).
+At concurrency 8 under a 100 ms p99 budget the model-based search predicts, and perf_analyzer
+confirms, that 2 instances each running batches of 4 give the most throughput (≈ 8 / 28 ms):
+1 instance batching 8 takes 36 ms per round, 2 instances with batches of 2 need two rounds (48 ms).
+"""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from modelrepo.perf.tune import Load
+from modelrepo.perf.tune_command import run_tune
+from modelrepo.perf.tune_search import service_ms
+from modelrepo.triton.model_config import ModelConfig, format_config, model_config_pb2, read_config
+
+pytestmark = pytest.mark.slow
+SHIM = """from modelrepo.python_backends.synthetic_latency import SyntheticLatency
+from modelrepo.python_backends.triton_adapter import triton_model
+
+TritonPythonModel = triton_model(SyntheticLatency)
+"""
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    repository = tmp_path_factory.mktemp("tune") / "repository"
+    (repository / "synthetic" / "1").mkdir(parents=True)
+    (repository / "synthetic" / "1" / "model.py").write_text(SHIM)
+    config = ModelConfig(name="synthetic", backend="python", max_batch_size=8)
+    config.input.add(name="INPUT", data_type=model_config_pb2.TYPE_FP32, dims=[1])
+    config.output.add(name="OUTPUT", data_type=model_config_pb2.TYPE_FP32, dims=[1])
+    config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    config.dynamic_batching.max_queue_delay_microseconds = 0
+    config.parameters["base_ms"].string_value = "20"
+    config.parameters["per_row_ms"].string_value = "2"
+    (repository / "synthetic" / "config.pbtxt").write_text("# synthetic model for the tuner test\n" + format_config(config))
+    report = repository.parent / "report"
+    lines = []
+    result = run_tune(repository, "synthetic", 100.0, Load(concurrency=8), apply=True, output=report,
+                      instance_options=(1, 2), command="test", log=lines.append)
+    return repository, report, result, lines
+
+
+def test_the_curve_matches_the_known_latency(tuned):
+    _, _, result, _ = tuned
+    for rows, measured in result.curve.items():
+        assert 20 + 2 * rows <= measured <= 20 + 2 * rows + 8, (rows, measured)  # plus transport overhead
+    assert service_ms(result.curve, 3) == pytest.approx((result.curve[2] + result.curve[4]) / 2)
+
+
+def test_it_finds_the_known_optimum_within_budget(tuned):
+    _, _, result, _ = tuned
+    assert result.winner is not None and result.winner.instances == 2
+    assert next(p.batch for p in result.predictions if p.candidate == result.winner) == 4
+    decided = [m for m in result.measurements if m.candidate == result.winner]
+    assert len(decided) >= 2 and all(m.p99_ms <= 100 for m in decided)
+    assert min(m.throughput_per_s for m in decided) > 8 / 0.036  # beats the best 1-instance config's bound
+    assert result.confidence.split(":")[0] in ("high", "low")
+
+
+def test_report_has_every_measurement_plots_and_the_commands(tuned):
+    _, report, result, _ = tuned
+    with open(report / "measurements.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(result.measurements) and {r["phase"] for r in rows} >= {"curve", "verify", "decide"}
+    for plot in ("throughput_vs_p99.png", "latency_split.png"):
+        assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = (report / "summary.md").read_text()
+    assert "Chosen: 2 inst" in summary and "modelrepo perf-analyzer -m synthetic" in summary
+
+
+def test_apply_writes_the_winner_through_the_protobuf_and_keeps_the_header(tuned):
+    repository, _, result, lines = tuned
+    text = (repository / "synthetic" / "config.pbtxt").read_text()
+    assert text.startswith("# synthetic model for the tuner test\n")
+    config = read_config(repository / "synthetic")
+    assert config.instance_group[0].count == 2
+    assert list(config.dynamic_batching.preferred_batch_size) == [result.winner.preferred_batch]
+    assert config.dynamic_batching.max_queue_delay_microseconds == result.winner.queue_delay_us
+    assert config.parameters["base_ms"].string_value == "20"  # everything else untouched
+    assert any(line.startswith("--- a/synthetic/config.pbtxt") for line in "\n".join(lines).splitlines())
