@@ -182,6 +182,9 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     tune.set_defaults(func=_tune)
 
+    bench = commands.add_parser("bench", help="record text_embedding's serving ratios in perf/results/", add_help=False)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="see `modelrepo bench --help`")
+
     perf = commands.add_parser(
         "perf-analyzer",
         help="run the bundled perf_analyzer 2.51.0 with its libraries found (arguments pass through)",
@@ -195,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["perf-analyzer"]:  # everything after it belongs to perf_analyzer, flags included
         return _perf_analyzer(argv[1:])
+    if argv[:1] == ["bench"]:
+        from modelrepo.perf.bench import main as bench
+
+        return bench(argv[1:])
     args = parser().parse_args(argv)
     return args.func(args)
 

@@ -16,6 +16,7 @@ class Pins:
     ngc_triton_image: str
     tensorrt: str
     tensorrt_llm: str
+    model_analyzer: str
 
 
 @functools.cache

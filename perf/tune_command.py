@@ -32,13 +32,13 @@ def default_input_data(repository: Path, model: str, folder: Path) -> str:
 
 
 def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: bool, output: Path | None,
-             instance_options, command: str, log=print) -> TuneResult:
+             instance_options, command: str, log=print, input_data: str | None = None) -> TuneResult:
     admin_key = secrets.token_urlsafe(16)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = output or PERF_RESULTS / f"tune-{model}-{stamp}"
     with tempfile.TemporaryDirectory(prefix="modelrepo-tune-") as tmp:
         workdir = Path(tmp)
-        input_data = default_input_data(repository, model, workdir)
+        input_data = input_data or default_input_data(repository, model, workdir)
         server = TritonServer(repository, *free_ports(3), admin_key=admin_key, load_models=(model,),
                               log_path=workdir / "tritonserver.log")
         import tritonclient.grpc as grpcclient

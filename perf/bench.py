@@ -1,0 +1,198 @@
+"""`modelrepo bench`: three ratios for text_embedding at its (tuned) config, measured in one run.
+
+1. serving efficiency: Triton throughput (perf_analyzer) ÷ in-process onnxruntime throughput of the
+   same tokenizer + encoder at the same batch size and the same number of cores;
+2. batching gain: the config as it is vs the same models with dynamic batching removed, at the same
+   concurrency (both p99s reported against the budget);
+3. against what users write instead: a FastAPI + onnxruntime server of the same model, both driven
+   by the same closed-loop HTTP client at the same concurrency, p99 against the budget.
+Writes perf/results/<date>-bench.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.build.embedding import ServingEmbedder
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.perf.analyzer import measure
+from modelrepo.perf.results import record
+from modelrepo.perf.tune import LiveModels
+from modelrepo.perf.tune_command import default_input_data
+from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.model_config import read_config
+from modelrepo.triton.server import TritonServer, free_ports
+
+MODEL = "text_embedding"
+ENCODER = "minilm_encoder"
+
+
+def texts(count: int = 64) -> list[str]:
+    from modelrepo.build.review_data import reviews
+
+    return reviews("testing_data").review.tolist()[:count]
+
+
+def in_process_throughput(batch: int, threads: int, seconds: float = 20.0) -> float:
+    """Texts/s of tokenizer + ONNX encoder in this process, batches of `batch`, `threads` ORT threads."""
+    embedder = ServingEmbedder(MODEL_REPOSITORY / "minilm_tokenizer" / "1" / "tokenizer",
+                               MODEL_REPOSITORY / ENCODER / "1" / "model.onnx", threads=threads)
+    corpus = texts()
+    embedder.embed(corpus[:batch], batch_size=batch)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for start in range(0, len(corpus), batch):
+            chunk = corpus[start:start + batch]
+            embedder.runner.run(embedder.tokenize(chunk))
+            done += len(chunk)
+    return done / (time.perf_counter() - started)
+
+
+def closed_loop(call, concurrency: int, seconds: float) -> dict:
+    """`concurrency` threads calling `call(i)` back to back for `seconds`; throughput and latency percentiles."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            call(i)
+            with lock:
+                latencies.append(time.perf_counter() - started)
+            i += concurrency
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    ms = np.array(latencies) * 1000
+    return {"throughput_per_s": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)), "requests": len(ms)}
+
+
+def post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def fastapi_server(port: int) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "modelrepo.perf.fastapi_baseline", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the FastAPI baseline did not start")
+
+
+def http_client_comparison(server: TritonServer, concurrency: int, seconds: float) -> dict:
+    corpus = texts()
+    (port,) = free_ports(1)
+    process = fastapi_server(port)
+    try:
+        fastapi = closed_loop(lambda i: post_json(f"http://127.0.0.1:{port}/embed", {"texts": [corpus[i % len(corpus)]]}),
+                              concurrency, seconds)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    def triton_call(i: int) -> None:  # KServe v2 JSON over HTTP: the same client work as for FastAPI
+        body = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [corpus[i % len(corpus)]]}]}
+        post_json(f"http://{server.http_url}/v2/models/{MODEL}/infer", body)
+
+    triton = closed_loop(triton_call, concurrency, seconds)
+    return {"fastapi": fastapi, "triton": triton}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--p99-ms", type=float, default=1000.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop duration per HTTP measurement")
+    args = parser.parse_args(argv)
+    encoder = read_config(MODEL_REPOSITORY / ENCODER)
+    batch = max(encoder.dynamic_batching.preferred_batch_size or [1])
+    instances = sum(group.count for group in encoder.instance_group)
+    cores = min(os.cpu_count() or 1, instances * int(encoder.parameters["intra_op_threads"].string_value or 1))
+    key = secrets.token_urlsafe(12)
+    import tritonclient.grpc as grpcclient
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=key, load_models=(MODEL,)) as server:
+        folder = Path(tmp)
+        data = default_input_data(MODEL_REPOSITORY, MODEL, folder)
+        live = LiveModels(grpcclient.InferenceServerClient(server.grpc_url), {GRPC_ADMIN_HEADER: key})
+        tuned = measure(MODEL, server.grpc_url, data, args.concurrency, key, folder / "a.csv")
+        originals = {name: live.config(name) for name in ("minilm_tokenizer", ENCODER)}
+        for name, config in originals.items():
+            unbatched = type(config)()
+            unbatched.CopyFrom(config)
+            unbatched.ClearField("dynamic_batching")
+            live.load(name, unbatched)
+        no_batching = measure(MODEL, server.grpc_url, data, args.concurrency, key, folder / "b.csv")
+        for name, config in originals.items():
+            live.load(name, config)
+        tuned_again = measure(MODEL, server.grpc_url, data, args.concurrency, key, folder / "c.csv")
+        http = http_client_comparison(server, args.concurrency, args.seconds)
+    in_process = in_process_throughput(batch, cores)
+    served = max(tuned["throughput_infer_per_s"], tuned_again["throughput_infer_per_s"])
+    efficiency = served / in_process
+    gain = served / no_batching["throughput_infer_per_s"]
+    versus = http["triton"]["throughput_per_s"] / http["fastapi"]["throughput_per_s"]
+    budget = args.p99_ms
+    body = [
+        f"text_embedding at its config (encoder: {instances} instance(s), preferred batch {batch}, "
+        f"queue delay {encoder.dynamic_batching.max_queue_delay_microseconds} us), concurrency {args.concurrency}, "
+        f"64 real test reviews, p99 budget {budget:g} ms.",
+        "",
+        "| measurement | throughput (/s) | p50 (ms) | p99 (ms) | within budget |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {label} | {r['throughput_infer_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p99_ms'] <= budget} |"
+          for label, r in (("Triton, config as is (perf_analyzer)", tuned), ("Triton, no dynamic batching", no_batching),
+                           ("Triton, config as is, again", tuned_again))],
+        f"| in-process onnxruntime, batch {batch}, {cores} thread(s) | {in_process:.1f} | | | |",
+        *[f"| {label} (same Python HTTP client) | {r['throughput_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+          f"{r['p99_ms'] <= budget} |" for label, r in (("FastAPI + onnxruntime", http["fastapi"]), ("Triton HTTP", http["triton"]))],
+        "",
+        "| ratio | value | goal |",
+        "| --- | --- | --- |",
+        f"| serving efficiency: Triton ÷ in-process onnxruntime | {efficiency:.2f} | ≥ 0.90 |",
+        f"| batching gain: config as is ÷ no dynamic batching (concurrency {args.concurrency}) | {gain:.2f}x | ≥ 3x within budget |",
+        f"| Triton ÷ FastAPI + onnxruntime (same client) | {versus:.2f}x | ≥ 2x |",
+        "",
+        f"perf_analyzer command: `{tuned['command']}`",
+    ]
+    name = f"{date.today().isoformat()}-bench"
+    print(record(name, "modelrepo bench: serving efficiency, batching gain, FastAPI baseline",
+                 " ".join(["modelrepo bench", *(argv if argv is not None else sys.argv[1:])]).strip(),
+                 {"tuned": tuned, "tuned_again": tuned_again, "no_batching": no_batching, "in_process_per_s": in_process,
+                  "http": http, "ratios": {"efficiency": efficiency, "batching_gain": gain, "vs_fastapi": versus}},
+                 body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

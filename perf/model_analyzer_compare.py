@@ -1,0 +1,223 @@
+"""`modelrepo tune` against Triton Model Analyzer on the same model, budget and load, in one run.
+
+    .venv/bin/python -m modelrepo.perf.model_analyzer_compare [--model minilm_encoder] [--p99-ms 400] [--concurrency 8]
+
+1. Model Analyzer (pinned in pyproject, installed into .cache/model-analyzer-venv: it needs numpy 2)
+   in local launch mode against the embedded tritonserver, automatic brute search (instance count ×
+   max_batch_size, dynamic batching on), p99 constraint = the budget, the same concurrency and input
+   data, under a watchdog. Wall time measured.
+2. `modelrepo tune` on the same model (timed).
+3. Both winners re-measured by the same perf_analyzer command on one server, alternating, twice each.
+Writes perf/results/model_analyzer_compare.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from modelrepo.paths import MODEL_REPOSITORY, cache_dir
+from modelrepo.perf import analyzer
+from modelrepo.perf.results import record
+from modelrepo.perf.tune import LiveModels, Load
+from modelrepo.perf.tune_command import run_tune
+from modelrepo.pins import pins
+from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.model_config import format_config, read_config
+from modelrepo.triton.server import TritonServer, free_ports, prepare_backend_dir, tritonserver_home
+
+WATCHDOG_S = 1800  # Model Analyzer's quick mode has been seen to loop forever here (shared notes)
+TOKENS = 64
+
+
+def model_analyzer_venv() -> Path:
+    venv = cache_dir() / "model-analyzer-venv"
+    binary = venv / "bin" / "model-analyzer"
+    wanted = pins().model_analyzer
+    marker = venv / f".installed-{wanted}"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", f"triton-model-analyzer=={wanted}"], check=True)
+        marker.touch()
+    return binary
+
+
+def encoder_input_data(folder: Path, count: int = 64) -> Path:
+    """Tokenized test reviews (first 64 tokens) for minilm_encoder's INT64 inputs."""
+    from modelrepo.build.embedding import ServingEmbedder
+    from modelrepo.build.review_data import reviews
+
+    embedder = ServingEmbedder(MODEL_REPOSITORY / "minilm_tokenizer" / "1" / "tokenizer", None)
+    entries = []
+    for text in reviews("testing_data").review.tolist()[:count]:
+        tensors = embedder.tokenize([text])
+        ids, mask = tensors["input_ids"][0][:TOKENS], tensors["attention_mask"][0][:TOKENS]
+        entries.append({"input_ids": {"content": ids.tolist(), "shape": [len(ids)]},
+                        "attention_mask": {"content": mask.tolist(), "shape": [len(mask)]}})
+    path = folder / "encoder_inputs.json"
+    path.write_text(json.dumps({"data": entries}))
+    return path
+
+
+def single_model_repository(folder: Path, model: str) -> Path:
+    repository = folder / "repository"
+    shutil.copytree(MODEL_REPOSITORY / model, repository / model, ignore=shutil.ignore_patterns("__pycache__", ".build-stamp.json"))
+    return repository
+
+
+def perf_analyzer_wrapper(folder: Path) -> Path:
+    """Model Analyzer runs perf_analyzer by path: a wrapper that finds its libraries."""
+    env = analyzer.environment()
+    wrapper = folder / "perf_analyzer"
+    wrapper.write_text(f"#!/bin/sh\nexport LD_LIBRARY_PATH='{env['LD_LIBRARY_PATH']}'\nexec '{analyzer.binary()}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def run_model_analyzer(folder: Path, repository: Path, model: str, budget_ms: float, concurrency: int, data: Path) -> dict:
+    http, grpc, metrics = free_ports(3)
+    venv_bin = Path(sys.executable).parent  # the stub needs this project's python first on PATH
+    config = {
+        "model_repository": str(repository),
+        "profile_models": {model: {
+            "cpu_only": True,
+            "parameters": {"concurrency": [concurrency], "batch_sizes": [1]},
+            "perf_analyzer_flags": {"input-data": str(data), "stability-percentage": 50},
+        }},
+        "constraints": {"perf_latency_p99": {"max": budget_ms}},
+        "objectives": {"perf_throughput": 10},
+        "run_config_search_mode": "brute",
+        "run_config_search_max_instance_count": 2,
+        "run_config_search_max_model_batch_size": 64,
+        "triton_launch_mode": "local",
+        "triton_server_path": str(tritonserver_home() / "bin" / "tritonserver"),
+        "triton_server_flags": {"backend_directory": str(prepare_backend_dir(folder / "backends"))},
+        "triton_server_environment": {"PATH": f"{venv_bin}:/usr/bin:/bin"},
+        "triton_http_endpoint": f"localhost:{http}",
+        "triton_grpc_endpoint": f"localhost:{grpc}",
+        "triton_metrics_url": f"http://localhost:{metrics}/metrics",
+        "client_protocol": "grpc",
+        "perf_analyzer_path": str(perf_analyzer_wrapper(folder)),
+        "output_model_repository_path": str(folder / "ma_output_repository"),
+        "override_output_model_repository": True,
+        "export_path": str(folder / "ma_export"),
+        "skip_summary_reports": True,
+    }
+    (folder / "ma_export").mkdir()
+    config_path = folder / "model_analyzer.yaml"
+    config_path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
+    started = time.monotonic()
+    completed = subprocess.run([str(model_analyzer_venv()), "profile", "-f", str(config_path)],
+                               capture_output=True, text=True, timeout=WATCHDOG_S, cwd=folder)
+    seconds = time.monotonic() - started
+    (folder / "model_analyzer.log").write_text(completed.stdout + completed.stderr)
+    if completed.returncode != 0:
+        raise RuntimeError(f"model-analyzer failed ({completed.returncode}):\n{(completed.stdout + completed.stderr)[-3000:]}")
+    return {"seconds": seconds, **best_model_analyzer_config(folder, model, budget_ms)}
+
+
+def best_model_analyzer_config(folder: Path, model: str, budget_ms: float) -> dict:
+    """Its winner: the highest-throughput measured config within the p99 constraint."""
+    rows = list(csv.DictReader(open(next((folder / "ma_export").rglob("metrics-model-inference.csv")))))
+    throughput_key = next(k for k in rows[0] if "Throughput" in k)
+    p99_key = next(k for k in rows[0] if "p99" in k.lower())
+    config_key = next(k for k in rows[0] if "Model Config Path" in k or k.strip() == "Model Config Path")
+    fitting = [r for r in rows if float(r[p99_key]) <= budget_ms]
+    best = max(fitting, key=lambda r: float(r[throughput_key]))
+    name = best[config_key].strip()
+    config = read_config(folder / "ma_output_repository" / name)
+    config.name = model
+    return {"config_name": name, "config": config, "measured_rows": len(rows),
+            "its_throughput": float(best[throughput_key]), "its_p99_ms": float(best[p99_key])}
+
+
+def remeasure(repository: Path, model: str, configs: dict, data: Path, concurrency: int, folder: Path, rounds=2) -> dict:
+    key = secrets.token_urlsafe(12)
+    results = {name: [] for name in configs}
+    import tritonclient.grpc as grpcclient
+
+    with TritonServer(repository, *free_ports(3), admin_key=key, load_models=(model,)) as server:
+        live = LiveModels(grpcclient.InferenceServerClient(server.grpc_url), {GRPC_ADMIN_HEADER: key})
+        for _ in range(rounds):
+            for name, config in configs.items():
+                live.load(model, config)
+                results[name].append(analyzer.measure(model, server.grpc_url, data, concurrency, key, folder / "re.csv"))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm_encoder")
+    parser.add_argument("--p99-ms", type=float, default=400.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="modelrepo-ma-") as tmp:
+        folder = Path(tmp)
+        repository = single_model_repository(folder, args.model)
+        data = encoder_input_data(folder)
+        model_analyzer_venv()  # installed before the clock starts
+        print("model analyzer: profiling…", flush=True)
+        theirs = run_model_analyzer(folder, repository, args.model, args.p99_ms, args.concurrency, data)
+        print(f"model analyzer: {theirs['seconds']:.0f} s, winner {theirs['config_name']}", flush=True)
+        started = time.monotonic()
+        ours = run_tune(repository, args.model, args.p99_ms, Load(concurrency=args.concurrency), False,
+                        folder / "tune-report", (1, 2), "modelrepo tune", input_data=str(data))
+        our_seconds = time.monotonic() - started
+        shutil.copytree(folder / "tune-report", folder / "kept-report")
+        configs = {"modelrepo tune": ours.configs[args.model], "model analyzer": theirs["config"]}
+        again = remeasure(repository, args.model, configs, data, args.concurrency, folder)
+        ma_log_tail = (folder / "model_analyzer.log").read_text()[-4000:]
+    best = {name: max(r["throughput_infer_per_s"] for r in runs) for name, runs in again.items()}
+    within = {name: all(r["p99_ms"] <= args.p99_ms for r in runs) for name, runs in again.items()}
+    ratio_throughput = best["modelrepo tune"] / best["model analyzer"]
+    ratio_time = our_seconds / theirs["seconds"]
+    body = [
+        f"Model `{args.model}`, p99 budget {args.p99_ms:g} ms, concurrency {args.concurrency}, input: 64 tokenized test "
+        f"reviews (first {TOKENS} tokens). Model Analyzer {pins().model_analyzer}: automatic brute search, instances ≤ 2, "
+        "max_batch_size ≤ 64, local launch mode on the embedded tritonserver 2.51.0.",
+        "",
+        "| tuner | wall time (s) | chosen config | re-measured throughput (/s), best of 2 | p99 within budget in both |",
+        "| --- | --- | --- | --- | --- |",
+        f"| modelrepo tune | {our_seconds:.0f} | {ours.winner.label() if ours.winner else 'none'} | "
+        f"{best['modelrepo tune']:.1f} | {within['modelrepo tune']} |",
+        f"| Model Analyzer | {theirs['seconds']:.0f} | {theirs['config_name']} ({theirs['measured_rows']} configs measured) | "
+        f"{best['model analyzer']:.1f} | {within['model analyzer']} |",
+        "",
+        f"Throughput ratio (ours / theirs): **{ratio_throughput:.2f}x**; wall-time ratio: **{ratio_time:.2f}** "
+        "(goal: ≥ 1x throughput in ≤ 1/3 of the time).",
+        "",
+        "Re-measurements (same perf_analyzer command, one server, alternating):",
+        "",
+        "| tuner | round | throughput (/s) | p50 (ms) | p99 (ms) |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {name} | {i + 1} | {r['throughput_infer_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
+          for name, runs in again.items() for i, r in enumerate(runs)],
+        "",
+        f"Re-measure command: `{next(iter(again.values()))[0]['command']}`",
+        "",
+        "Configs compared:",
+        "",
+        *[f"```\n# {name}\n{format_config(cfg)}```" for name, cfg in configs.items()],
+    ]
+    print(record(
+        "model_analyzer_compare",
+        "modelrepo tune vs Triton Model Analyzer (same model, budget, load)",
+        " ".join(["python -m modelrepo.perf.model_analyzer_compare", *(argv if argv is not None else sys.argv[1:])]).strip(),
+        {"ours_seconds": our_seconds, "theirs_seconds": theirs["seconds"], "remeasured": again,
+         "ours_winner": ours.winner.as_dict() if ours.winner else None, "theirs_winner": theirs["config_name"],
+         "ratio_throughput": ratio_throughput, "ratio_time": ratio_time, "model_analyzer_log_tail": ma_log_tail},
+        body,
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
