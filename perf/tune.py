@@ -227,6 +227,7 @@ class Tuner:
 
 
 def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget_ms: float) -> str:
+    """High only if the winner's worst run beats the runner-up's best by more than the run-to-run spread."""
     mine = runs[best]
     if any(m.p99_ms > budget_ms for m in mine):
         return "low: the winner's p99 went over the budget in a repeat"
@@ -234,13 +235,14 @@ def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget
     if not others:
         return "high: the only candidate that met the budget"
     rival = runs[others[0]]
-    worst_mine, best_rival = min(m.throughput_per_s for m in mine), max(m.throughput_per_s for m in rival)
-    spread = max(m.throughput_per_s for m in mine) / worst_mine - 1
-    if worst_mine > best_rival:
-        return (f"high: its worst of {len(mine)} runs beats the runner-up's best of {len(rival)} "
-                f"({worst_mine:.1f} vs {best_rival:.1f}/s; run-to-run spread {100 * spread:.0f} %)")
-    return (f"low: within noise of the runner-up ({rival[0].candidate.label()}: best {best_rival:.1f}/s vs "
-            f"this one's worst {worst_mine:.1f}/s); either is a sound choice")
+    mine_rates, rival_rates = [m.throughput_per_s for m in mine], [m.throughput_per_s for m in rival]
+    noise = max(max(r) - min(r) for r in (mine_rates, rival_rates))
+    gap = min(mine_rates) - max(rival_rates)
+    summary = (f"worst of {len(mine)} runs {min(mine_rates):.1f}/s vs the runner-up's ({others[0].label()}) "
+               f"best of {len(rival)} {max(rival_rates):.1f}/s; run-to-run spread {noise:.1f}/s")
+    if gap > noise:
+        return f"high: {summary}"
+    return f"low: within noise ({summary}); either is a sound choice"
 
 
 def predicted_vs(result: TuneResult) -> list[dict]:

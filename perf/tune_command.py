@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,11 @@ def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: 
     with tempfile.TemporaryDirectory(prefix="modelrepo-tune-") as tmp:
         workdir = Path(tmp)
         input_data = input_data or default_input_data(repository, model, workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        kept_input = input_data
+        if input_data != "random":  # the report's reproduce command must still find it
+            kept_input = str(folder / "input_data.json")
+            shutil.copyfile(input_data, kept_input)
         server = TritonServer(repository, *free_ports(3), admin_key=admin_key, load_models=(model,),
                               log_path=workdir / "tritonserver.log")
         import tritonclient.grpc as grpcclient
@@ -50,7 +56,7 @@ def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: 
             log(f"tuning {model} ({', '.join(tuner.tuned_models)}) for p99 ≤ {budget_ms:g} ms at {load.describe()}")
             result = tuner.tune()
             client.close()
-    write_report(result, folder, command)
+    write_report(result, folder, command, kept_input)
     log(f"report: {folder}/summary.md ({result.seconds:.0f} s)")
     if result.winner is None:
         log(f"no configuration met the budget: {result.confidence}")

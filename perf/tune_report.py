@@ -10,7 +10,23 @@ from modelrepo.perf.tune import TuneResult, predicted_vs, with_knobs
 from modelrepo.triton.model_config import CONFIG_FILENAME, format_config, read_config
 
 
-def write_report(result: TuneResult, folder: Path, command: str) -> Path:
+def reproducible(command: str, input_data: str) -> str:
+    """perf_analyzer's command as run, made portable: default gRPC port (modelrepo serve), the kept input
+    data, no temp CSV."""
+    words, out, skip = command.split(), [], False
+    for index, word in enumerate(words):
+        if skip:
+            skip = False
+            continue
+        if word in ("-u", "-f", "--input-data"):
+            skip = True
+            out += {"-u": ["-u", "localhost:8001"], "-f": [], "--input-data": ["--input-data", input_data]}[word]
+            continue
+        out.append(word)
+    return " ".join(out)  # `modelrepo perf-analyzer` adds the admin header by itself
+
+
+def write_report(result: TuneResult, folder: Path, command: str, input_data: str = "random") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [m.row() for m in result.measurements]
     with open(folder / "measurements.csv", "w", newline="") as f:
@@ -19,7 +35,7 @@ def write_report(result: TuneResult, folder: Path, command: str) -> Path:
         writer.writerows(rows)
     plot_throughput_vs_p99(result, folder / "throughput_vs_p99.png")
     plot_latency_split(result, folder / "latency_split.png")
-    (folder / "summary.md").write_text(summary(result, command))
+    (folder / "summary.md").write_text(summary(result, command, input_data))
     return folder
 
 
@@ -74,7 +90,7 @@ def plot_latency_split(result: TuneResult, path: Path) -> None:
     plt.close(figure)
 
 
-def summary(result: TuneResult, command: str) -> str:
+def summary(result: TuneResult, command: str, input_data: str = "random") -> str:
     lines = [
         f"# Tuning {result.model} for p99 ≤ {result.budget_ms:g} ms at {result.load.describe()}",
         "",
@@ -110,7 +126,7 @@ def summary(result: TuneResult, command: str) -> str:
         "",
         "Reproduce: load the config below (`modelrepo tune … --apply` writes it), start the server, then:",
         "",
-        f"    {verify.command}",
+        f"    {reproducible(verify.command, input_data)}",
         "",
         *[f"`{name}` config:\n\n```\n{format_config(cfg)}```\n" for name, cfg in result.configs.items()],
         "Plots: `throughput_vs_p99.png`, `latency_split.png`; every measurement: `measurements.csv`.",

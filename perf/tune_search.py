@@ -122,4 +122,10 @@ def shortlist(
     fitting = [p for p in predictions if p.p99_ms <= budget_ms * SAFETY]
     # Highest throughput first; among equals the lower latency, then fewer instances and smaller batches.
     fitting.sort(key=lambda p: (-round(p.throughput_per_s, 1), p.p99_ms, p.candidate))
-    return fitting[:keep] or sorted(predictions, key=lambda p: p.p99_ms)[:1]
+    distinct, seen = [], set()
+    for prediction in fitting:  # configs expected to behave alike (same instances and formed batch): verify one
+        behaviour = (prediction.candidate.instances, prediction.batch)
+        if behaviour not in seen:
+            seen.add(behaviour)
+            distinct.append(prediction)
+    return distinct[:keep] or sorted(predictions, key=lambda p: p.p99_ms)[:1]

@@ -58,7 +58,10 @@ def test_it_finds_the_known_optimum_within_budget(tuned):
     assert next(p.batch for p in result.predictions if p.candidate == result.winner) == 4
     decided = [m for m in result.measurements if m.candidate == result.winner]
     assert len(decided) >= 2 and all(m.p99_ms <= 100 for m in decided)
-    assert min(m.throughput_per_s for m in decided) > 8 / 0.036  # beats the best 1-instance config's bound
+    verified = {(m.candidate.instances, m.candidate.preferred_batch): m.throughput_per_s
+                for m in result.measurements if m.phase == "verify"}
+    assert (1, 8) in verified  # the best 1-instance config was shortlisted and measured ...
+    assert min(m.throughput_per_s for m in decided) > verified[(1, 8)]  # ... and lost, as the curve says
     assert result.confidence.split(":")[0] in ("high", "low")
 
 
@@ -70,7 +73,8 @@ def test_report_has_every_measurement_plots_and_the_commands(tuned):
     for plot in ("throughput_vs_p99.png", "latency_split.png"):
         assert (report / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (report / "summary.md").read_text()
-    assert "Chosen: 2 inst" in summary and "modelrepo perf-analyzer -m synthetic" in summary
+    assert "Chosen: 2 inst" in summary
+    assert "modelrepo perf-analyzer -m synthetic -i grpc -u localhost:8001 --input-data random --concurrency-range 8" in summary
 
 
 def test_apply_writes_the_winner_through_the_protobuf_and_keeps_the_header(tuned):
