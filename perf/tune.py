@@ -235,6 +235,8 @@ def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget
     if not others:
         return "high: the only candidate that met the budget"
     rival = runs[others[0]]
+    if any(m.p99_ms > budget_ms for m in rival):
+        return f"high: the runner-up ({others[0].label()}) went over the budget in a repeat"
     mine_rates, rival_rates = [m.throughput_per_s for m in mine], [m.throughput_per_s for m in rival]
     noise = max(max(r) - min(r) for r in (mine_rates, rival_rates))
     gap = min(mine_rates) - max(rival_rates)

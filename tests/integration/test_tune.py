@@ -87,3 +87,5 @@ def test_apply_writes_the_winner_through_the_protobuf_and_keeps_the_header(tuned
     assert config.dynamic_batching.max_queue_delay_microseconds == result.winner.queue_delay_us
     assert config.parameters["base_ms"].string_value == "20"  # everything else untouched
     assert any(line.startswith("--- a/synthetic/config.pbtxt") for line in "\n".join(lines).splitlines())
+    remeasured = [line for line in lines if line.startswith("applied config re-measured")]
+    assert len(remeasured) == 2 and all("(budget 100 ms)" in line for line in remeasured)
