@@ -14,13 +14,11 @@ Writes perf/results/model_analyzer_compare.{json,md}.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -125,18 +123,26 @@ def run_model_analyzer(folder: Path, repository: Path, model: str, budget_ms: fl
 
 
 def best_model_analyzer_config(folder: Path, model: str, budget_ms: float) -> dict:
-    """Its winner: the highest-throughput measured config within the p99 constraint."""
-    rows = list(csv.DictReader(open(next((folder / "ma_export").rglob("metrics-model-inference.csv")))))
-    throughput_key = next(k for k in rows[0] if "Throughput" in k)
-    p99_key = next(k for k in rows[0] if "p99" in k.lower())
-    config_key = next(k for k in rows[0] if "Model Config Path" in k or k.strip() == "Model Config Path")
-    fitting = [r for r in rows if float(r[p99_key]) <= budget_ms]
-    best = max(fitting, key=lambda r: float(r[throughput_key]))
-    name = best[config_key].strip()
-    config = read_config(folder / "ma_output_repository" / name)
+    """Its winner: the highest-throughput measured config within the p99 constraint, read from its
+    checkpoint (its CSV export is not written with summary reports skipped)."""
+    from google.protobuf import json_format
+
+    from modelrepo.triton.model_config import ModelConfig
+
+    checkpoint = json.loads((folder / "checkpoints" / "0.ckpt").read_text())
+    variants = checkpoint["ResultManager.results"]["_results"][model]
+    measured = []
+    for variant, (run_config, measurements) in variants.items():
+        for measurement in measurements.values():
+            values = {name: data["_value"] for name, data in measurement["_model_config_measurements"][0]["_non_gpu_data"]}
+            config = run_config["_model_run_configs"][0]["_model_config_variant"]["model_config"]
+            measured.append((variant, values, config))
+    fitting = [m for m in measured if m[1]["perf_latency_p99"] <= budget_ms]
+    variant, values, raw = max(fitting, key=lambda m: m[1]["perf_throughput"])
+    config = json_format.ParseDict(raw, ModelConfig(), ignore_unknown_fields=True)
     config.name = model
-    return {"config_name": name, "config": config, "measured_rows": len(rows),
-            "its_throughput": float(best[throughput_key]), "its_p99_ms": float(best[p99_key])}
+    return {"config_name": variant, "config": config, "measured_rows": len(measured),
+            "its_throughput": values["perf_throughput"], "its_p99_ms": values["perf_latency_p99"]}
 
 
 def remeasure(repository: Path, model: str, configs: dict, data: Path, concurrency: int, folder: Path, rounds=2) -> dict:
@@ -159,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--p99-ms", type=float, default=400.0)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="modelrepo-ma-") as tmp:
-        folder = Path(tmp)
+    folder = cache_dir() / "model-analyzer-run"  # kept after the run: Model Analyzer's log and exports
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if True:
         repository = single_model_repository(folder, args.model)
         data = encoder_input_data(folder)
         model_analyzer_venv()  # installed before the clock starts
