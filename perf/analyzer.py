@@ -91,6 +91,7 @@ def measure(
     csv_path: Path,
     extra: list[str] | None = None,
     request_rate: float | None = None,
+    interval_ms: int = 3000,
 ) -> dict[str, float]:
     """One perf_analyzer run over gRPC at a fixed concurrency (closed loop) or request rate (open
     loop, `request_rate` per second), with settings that converge on 2 cores.
@@ -103,7 +104,7 @@ def measure(
     args = [
         "-m", model, "-i", "grpc", "-u", grpc_url, "--input-data", str(input_data),
         *(["--request-rate-range", str(request_rate)] if request_rate else ["--concurrency-range", str(concurrency)]),
-        "--measurement-interval", "3000",
+        "--measurement-interval", str(interval_ms),
         "--stability-percentage", "50", "--max-trials", "10", "--percentile", "99",
         "-f", str(csv_path), *(extra or []),
     ]

@@ -7,6 +7,7 @@ import difflib
 from pathlib import Path
 
 from modelrepo.perf.tune import TuneResult, predicted_vs, with_knobs
+from modelrepo.perf.tune_search import CURRENT
 from modelrepo.triton.model_config import CONFIG_FILENAME, format_config, read_config
 
 
@@ -40,7 +41,7 @@ def write_report(result: TuneResult, folder: Path, command: str, input_data: str
 
 
 def _verified(result: TuneResult):
-    return [m for m in result.measurements if m.phase in ("verify", "decide")]
+    return [m for m in result.measurements if m.phase in ("baseline", "verify", "decide")]
 
 
 def plot_throughput_vs_p99(result: TuneResult, path: Path) -> None:
@@ -146,6 +147,8 @@ def header_comments(text: str) -> str:
 
 def apply_to_repository(repository: Path, result: TuneResult) -> str:
     """Write the winner's knobs into each tuned model's config.pbtxt; return the unified diff."""
+    if result.winner == CURRENT:
+        return ""  # the repository's own config won: nothing to write
     diffs = []
     for name in result.configs:
         path = Path(repository) / name / CONFIG_FILENAME

@@ -31,10 +31,15 @@ class Candidate:
     queue_delay_us: int
 
     def label(self) -> str:
+        if self == CURRENT:
+            return "current config"
         return f"{self.instances} inst, batch {self.preferred_batch}, delay {self.queue_delay_us} us"
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+CURRENT = Candidate(0, 0, 0)  # the configs as the repository has them: always measured, never worse than them
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,19 @@ def candidates(
     return sorted(found)
 
 
+def all_predictions(
+    curve: Mapping[int, float],
+    budget_ms: float,
+    instance_options: Sequence[int],
+    concurrency: int | None = None,
+    rate_per_s: float | None = None,
+) -> list[Prediction]:
+    found = candidates(curve, budget_ms, instance_options, concurrency, rate_per_s)
+    if concurrency is not None:
+        return [predict_closed(c, curve, concurrency) for c in found]
+    return [predict_open(c, curve, rate_per_s) for c in found]
+
+
 def shortlist(
     curve: Mapping[int, float],
     budget_ms: float,
@@ -113,12 +131,7 @@ def shortlist(
     """The `keep` candidates with the best predicted throughput whose predicted p99 fits the budget."""
     if (concurrency is None) == (rate_per_s is None):
         raise ValueError("give exactly one of concurrency or rate_per_s")
-    predictions = []
-    for candidate in candidates(curve, budget_ms, instance_options, concurrency, rate_per_s):
-        if concurrency is not None:
-            predictions.append(predict_closed(candidate, curve, concurrency))
-        else:
-            predictions.append(predict_open(candidate, curve, rate_per_s))
+    predictions = all_predictions(curve, budget_ms, instance_options, concurrency, rate_per_s)
     fitting = [p for p in predictions if p.p99_ms <= budget_ms * SAFETY]
     # Highest throughput first; among equals the lower latency, then fewer instances and smaller batches.
     fitting.sort(key=lambda p: (-round(p.throughput_per_s, 1), p.p99_ms, p.candidate))
