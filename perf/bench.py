@@ -63,6 +63,7 @@ def in_process_throughput(batch: int, threads: int, seconds: float = 20.0) -> fl
 def closed_loop(call, concurrency: int, seconds: float) -> dict:
     """`concurrency` threads calling `call(i)` back to back for `seconds`; throughput and latency percentiles."""
     latencies: list[float] = []
+    errors: list[str] = []
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
@@ -70,9 +71,14 @@ def closed_loop(call, concurrency: int, seconds: float) -> dict:
         i = offset
         while time.perf_counter() < stop:
             started = time.perf_counter()
-            call(i)
-            with lock:
-                latencies.append(time.perf_counter() - started)
+            try:
+                call(i)
+            except Exception as err:  # counted and reported, never silently dropped
+                with lock:
+                    errors.append(repr(err))
+            else:
+                with lock:
+                    latencies.append(time.perf_counter() - started)
             i += concurrency
 
     threads = [threading.Thread(target=worker, args=(n,)) for n in range(concurrency)]
@@ -82,8 +88,10 @@ def closed_loop(call, concurrency: int, seconds: float) -> dict:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
+    if not latencies:
+        raise RuntimeError(f"every request failed, e.g. {errors[:1]}")
     ms = np.array(latencies) * 1000
-    return {"throughput_per_s": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
+    return {"errors": len(errors), "throughput_per_s": len(ms) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "requests": len(ms)}
 
 

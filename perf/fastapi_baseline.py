@@ -12,23 +12,24 @@ from __future__ import annotations
 import argparse
 import os
 
+from fastapi import FastAPI
+from pydantic import BaseModel
+
 from modelrepo.build.embedding import ServingEmbedder
 from modelrepo.paths import MODEL_REPOSITORY
 
 
-def create_app(threads: int = os.cpu_count() or 1):
-    from fastapi import FastAPI
-    from pydantic import BaseModel
+class Texts(BaseModel):  # module level: FastAPI resolves the (postponed) annotation by name
+    texts: list[str]
 
+
+def create_app(threads: int = os.cpu_count() or 1) -> FastAPI:
     embedder = ServingEmbedder(
         MODEL_REPOSITORY / "minilm_tokenizer" / "1" / "tokenizer",
         MODEL_REPOSITORY / "minilm_encoder" / "1" / "model.onnx",
         threads=threads,
     )
     app = FastAPI()
-
-    class Texts(BaseModel):
-        texts: list[str]
 
     @app.post("/embed")
     def embed(body: Texts) -> dict:  # sync: FastAPI runs it in its thread pool
