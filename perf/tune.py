@@ -103,11 +103,16 @@ class LiveModels:
         text = json_format.MessageToJson(config, preserving_proto_field_name=True)
         self.client.load_model(model, config=text, headers=self.headers)
 
-    def compute_ns_per_request(self, model: str) -> float:
+    def totals(self, model: str) -> tuple[int, int, int]:
+        """Cumulative (successful requests, queue ns, compute-infer ns) of a model, all versions."""
         stats = self.client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"]
-        total = sum(int(s["inference_stats"]["compute_infer"].get("ns", 0)) for s in stats)
-        count = sum(int(s["inference_stats"]["compute_infer"].get("count", 0)) for s in stats)
-        return total / count if count else 0.0
+        def total(kind: str, field: str) -> int:
+            return sum(int(s["inference_stats"][kind].get(field, 0)) for s in stats)
+        return total("success", "count"), total("queue", "ns"), total("compute_infer", "ns")
+
+    def compute_ns_per_request(self, model: str) -> float:
+        count, _, compute = self.totals(model)
+        return compute / count if count else 0.0
 
 
 def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int | None) -> ModelConfig:
@@ -160,16 +165,24 @@ class Tuner:
         self.bottleneck = self.tuned_models[0]
 
     def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None) -> Measurement:
+        """One perf_analyzer run; queue and compute per request from Triton's statistics of every tuned
+        model (for an ensemble the steps' queues are where requests wait, not the ensemble's own)."""
         extra = ["-b", str(rows)] if rows > 1 else []
+        before = {name: self.live.totals(name) for name in self.tuned_models}
         result = measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
             self.workdir / "last.csv", extra=[*extra, "--verbose-csv"], request_rate=rate,
             interval_ms=CURVE_INTERVAL_MS if phase == "curve" else LOAD_INTERVAL_MS,
         )
+        queue_ms = compute_ms = 0.0
+        for name, (count, queue, compute) in before.items():
+            after_count, after_queue, after_compute = self.live.totals(name)
+            if after_count > count:
+                queue_ms += (after_queue - queue) / (after_count - count) / 1e6
+                compute_ms += (after_compute - compute) / (after_count - count) / 1e6
         return Measurement(
             phase, candidate, rows, result["throughput_infer_per_s"] * max(rows, 1), result["p50_ms"],
-            result["p99_ms"], result.get("server_queue_ms", 0.0), result.get("server_compute_ms", 0.0),
-            result["command"],
+            result["p99_ms"], round(queue_ms, 2), round(compute_ms, 2), result["command"],
         )
 
     def apply(self, candidate: Candidate | None, instances_for_bottleneck: int | None) -> dict[str, ModelConfig]:
