@@ -164,7 +164,8 @@ class Tuner:
         self.max_batch = top.max_batch_size
         self.bottleneck = self.tuned_models[0]
 
-    def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None) -> Measurement:
+    def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None,
+                 interval_ms: int | None = None) -> Measurement:
         """One perf_analyzer run; queue and compute per request from Triton's statistics of every tuned
         model (for an ensemble the steps' queues are where requests wait, not the ensemble's own)."""
         extra = ["-b", str(rows)] if rows > 1 else []
@@ -172,7 +173,7 @@ class Tuner:
         result = measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
             self.workdir / "last.csv", extra=[*extra, "--verbose-csv"], request_rate=rate,
-            interval_ms=CURVE_INTERVAL_MS if phase == "curve" else LOAD_INTERVAL_MS,
+            interval_ms=interval_ms or (CURVE_INTERVAL_MS if phase == "curve" else LOAD_INTERVAL_MS),
         )
         queue_ms = compute_ms = 0.0
         for name, (count, queue, compute) in before.items():
@@ -209,8 +210,11 @@ class Tuner:
     def measure_curve(self, result: TuneResult) -> dict[int, float]:
         self.apply(None, 1)
         curve = {}
+        interval = CURVE_INTERVAL_MS
         for rows in batch_sizes(self.largest_useful_batch()):
-            measurement = self.run_perf("curve", None, rows, concurrency=1)
+            measurement = self.run_perf("curve", None, rows, concurrency=1, interval_ms=interval)
+            # perf_analyzer needs several requests per window to call it stable: grow windows with latency
+            interval = max(CURVE_INTERVAL_MS, int(2 * 5 * measurement.p50_ms))
             result.measurements.append(measurement)
             curve[rows] = measurement.p50_ms
             self.progress(f"curve: batch {rows:>3} -> {measurement.p50_ms:.1f} ms")
