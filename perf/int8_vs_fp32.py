@@ -11,26 +11,18 @@ Writes perf/results/int8_vs_fp32.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 from modelrepo.build.model_build import BuildRequest, int8_encoder_step, render_repository
-from modelrepo.build.review_data import reviews
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import record
+from modelrepo.perf.tune_command import default_input_data
 from modelrepo.triton.server import TritonServer, free_ports
 
 MODEL = "text_embedding"
-
-
-def input_file(folder: Path, count: int = 64) -> Path:
-    texts = reviews("testing_data").review.tolist()[:count]
-    path = folder / "reviews.json"
-    path.write_text(json.dumps({"data": [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]}))
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         repositories = {"fp32": MODEL_REPOSITORY,
                         "int8": render_repository(MODEL_REPOSITORY, folder / "int8", request, log=lambda *_: None)}
-        data = input_file(folder)
+        data = default_input_data(MODEL_REPOSITORY, MODEL, folder)
         for number in range(1, args.rounds + 1):
             for precision, repository in repositories.items():
                 with TritonServer(repository, *free_ports(3), admin_key="bench") as server:

@@ -172,7 +172,7 @@ class Tuner:
         before = {name: self.live.totals(name) for name in self.tuned_models}
         result = measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
-            self.workdir / "last.csv", extra=[*extra, "--verbose-csv"], request_rate=rate,
+            self.workdir / "last.csv", extra=extra, request_rate=rate,
             interval_ms=interval_ms or (CURVE_INTERVAL_MS if phase == "curve" else LOAD_INTERVAL_MS),
         )
         queue_ms = compute_ms = 0.0
