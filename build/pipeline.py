@@ -6,7 +6,7 @@ import shutil
 import time
 from pathlib import Path
 
-from modelrepo.build import artifacts, credit, embedding, minilm, review_data, sentiment
+from modelrepo.build import artifacts, credit, embedding, llm, minilm, review_data, sentiment
 from modelrepo.build.artifacts import StepResult, hash_tree, package_versions, run_step, source_of
 from modelrepo.paths import MODEL_REPOSITORY, cache_dir
 from modelrepo.python_backends import (
@@ -90,4 +90,18 @@ def build_all(repository: Path = MODEL_REPOSITORY, force: bool = False, log=prin
     credit.install(credit_step.output_dir, repository)
     # The ensemble answers Triton's classification extension with the head's labels, in its order.
     shutil.copy2(head.output_dir / sentiment.LABELS_FILENAME, repository / "review_sentiment" / sentiment.LABELS_FILENAME)
+    build_llm(repository, step)
     return results
+
+
+def build_llm(repository: Path, step) -> None:
+    """SmolLM2 weights for llm_engine and its tokenizer for the pre/postprocessing models."""
+    source = {"package": package_versions(llm.PACKAGE, "transformers", "gguf"), "code": source_of(llm, artifacts)}
+    step("llm_engine", repository / "llm_engine" / "1", {**source, "versions": package_versions("torch", "safetensors")}, llm.export_weights)
+    tokenizer = step("llm_preprocessing", repository / "llm_preprocessing" / "1", source, llm.export_tokenizer)
+    step(
+        "llm_postprocessing",
+        repository / "llm_postprocessing" / "1",
+        {"tokenizer": tokenizer.input_hash},
+        lambda out: llm.copy_tokenizer(tokenizer.output_dir, out),
+    )

@@ -17,9 +17,12 @@ class ModelContext:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: Any = field(default_factory=InMemoryRegistry)  # TritonRegistry inside the stub
     infer: Any = None  # async BLS call inside the stub: infer(model, inputs, outputs, version=-1)
+    infer_stream: Any = None  # async iterator over a decoupled model's responses, same arguments
 
     @classmethod
-    def from_triton_args(cls, args: dict[str, str], metrics: Any = None, infer: Any = None) -> "ModelContext":
+    def from_triton_args(
+        cls, args: dict[str, str], metrics: Any = None, infer: Any = None, infer_stream: Any = None
+    ) -> "ModelContext":
         # args["model_repository"] is the model's own folder; the version is a sub-folder of it.
         return cls(
             name=args["model_name"],
@@ -27,6 +30,7 @@ class ModelContext:
             config=json.loads(args["model_config"]),
             metrics=metrics if metrics is not None else InMemoryRegistry(),
             infer=infer,
+            infer_stream=infer_stream,
         )
 
     @property

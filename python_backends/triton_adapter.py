@@ -7,7 +7,12 @@ async, its requests handled concurrently, as BLS routers need), which may call `
 early and keep working inside execute after the client has its answer (the response sender, one
 final response per request, as Triton allows for non-decoupled models). An `InputError`, or an
 exception with `client_error = True`, becomes that request's INVALID_ARG error; any other exception
-an INTERNAL one; its neighbours in the same dynamic batch are answered normally. Each request dict also carries the request's parameters
+an INTERNAL one; its neighbours in the same dynamic batch are answered normally.
+
+Decoupled models (streaming) have two more forms: `start(request, stream)` hands the request to
+work that answers later from another thread (the LLM engine), and the coroutine
+`stream_request_async(request, stream)` answers while it runs (BLS streaming); `stream` is a
+`ResponseStream` (send / fail / cancelled), its final response closes the request. Each request dict also carries the request's parameters
 (`{"user_id": ...}`) under REQUEST_PARAMETERS.
 """
 
@@ -36,24 +41,92 @@ class RemoteModelError(RuntimeError):
         self.client_error = client_error
 
 
+def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], version: int) -> Any:
+    return pb_utils.InferenceRequest(
+        model_name=model,
+        model_version=version,
+        requested_output_names=list(outputs),
+        inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
+    )
+
+
+def _remote_error(pb_utils: Any, model: str, error: Any) -> RemoteModelError:
+    """A callee's error. The error code does not survive the trip back through BLS (seen with
+    2.51: INVALID_ARG arrives as another code), but our models prefix every error that is not the
+    client's with "internal error" (see `_response`), so the prefix decides."""
+    message = error.message() if hasattr(error, "message") else str(error)
+    client_error = not message.startswith("internal error")
+    return RemoteModelError(model, message, client_error)
+
+
 def bls_caller(pb_utils: Any):
     """An async `infer(model, inputs, outputs, version=-1) -> dict` over Triton's BLS."""
 
     async def infer(model: str, inputs: dict, outputs: list[str], version: int = -1) -> dict:
-        request = pb_utils.InferenceRequest(
-            model_name=model,
-            model_version=version,
-            requested_output_names=list(outputs),
-            inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
-        )
-        response = await request.async_exec()
+        try:
+            response = await _bls_request(pb_utils, model, inputs, outputs, version).async_exec()
+        except pb_utils.TritonModelException as err:
+            raise _remote_error(pb_utils, model, err) from None
         if response.has_error():
-            error = response.error()
-            client_error = error.code() == pb_utils.TritonError.INVALID_ARG
-            raise RemoteModelError(model, error.message(), client_error)
+            raise _remote_error(pb_utils, model, response.error())
         return {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in outputs}
 
     return infer
+
+
+class ResponseStream:
+    """The responses of one decoupled request: any number of `send`s, the last with `final=True`."""
+
+    def __init__(self, model: Any, sender: Any):
+        self._model = model
+        self._sender = sender
+        self.closed = False
+
+    def send(self, outputs: dict, final: bool = False) -> None:
+        if self.closed:
+            return
+        flags = self._model.pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        self.closed = final
+        if outputs:
+            self._sender.send(self._model._response(outputs), flags=flags)
+        elif final:
+            self._sender.send(flags=flags)
+
+    def fail(self, error: Exception) -> None:
+        if not self.closed:
+            self.closed = True
+            if not (isinstance(error, InputError) or getattr(error, "client_error", False)):
+                self._model.pb_utils.Logger.log_error(f"{type(error).__name__}: {error}")
+            self._sender.send(self._model._response(error), flags=self._model.pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+
+    def cancelled(self) -> bool:
+        return bool(self._sender.is_cancelled())
+
+
+def bls_stream(pb_utils: Any):
+    """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`)."""
+
+    async def stream(model: str, inputs: dict, outputs: list[str], version: int = -1, cancelled=lambda: False):
+        try:
+            responses = await _bls_request(pb_utils, model, inputs, outputs, version).async_exec(decoupled=True)
+        except pb_utils.TritonModelException as err:
+            raise _remote_error(pb_utils, model, err) from None
+        loop = asyncio.get_running_loop()
+        done = object()
+        while True:
+            # the iterator blocks until the next response: wait in a thread, not on the event loop
+            response = await loop.run_in_executor(None, next, responses, done)
+            if response is done:
+                return
+            if cancelled() and hasattr(responses, "cancel"):
+                responses.cancel()  # our client went away: stop the callee's work too
+            if response.has_error():
+                raise _remote_error(pb_utils, model, response.error())
+            names = [name for name in outputs if pb_utils.get_output_tensor_by_name(response, name) is not None]
+            if names:
+                yield {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names}
+
+    return stream
 
 
 def triton_model(handler_class: Any) -> type:
@@ -65,7 +138,9 @@ def triton_model(handler_class: Any) -> type:
 
             self.pb_utils = pb_utils
             self.metrics = TritonRegistry(pb_utils)  # lives as long as the stub process (see metrics.py)
-            context = ModelContext.from_triton_args(args, metrics=self.metrics, infer=bls_caller(pb_utils))
+            context = ModelContext.from_triton_args(
+                args, metrics=self.metrics, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils)
+            )
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
             self.output_dtypes = {
                 spec["name"]: pb_utils.triton_string_to_numpy(spec["data_type"])
@@ -108,7 +183,36 @@ def triton_model(handler_class: Any) -> type:
             if close:
                 close()
 
-    if hasattr(handler_class, "execute_request_async"):
+    if hasattr(handler_class, "start"):
+
+        class StartingModel(TritonPythonModel):
+            def execute(self, requests: list) -> None:
+                for tensors, request in zip(self._batch(requests), requests):
+                    stream = ResponseStream(self, request.get_response_sender())
+                    try:
+                        self.handler.start(tensors, stream)
+                    except Exception as err:
+                        stream.fail(err)
+                return None
+
+        model = StartingModel
+    elif hasattr(handler_class, "stream_request_async"):
+
+        class StreamingModel(TritonPythonModel):
+            async def execute(self, requests: list) -> None:
+                streams = [ResponseStream(self, request.get_response_sender()) for request in requests]
+                await asyncio.gather(*(self._one(tensors, stream) for tensors, stream in zip(self._batch(requests), streams)))
+                return None
+
+            async def _one(self, tensors: dict, stream: ResponseStream) -> None:
+                try:
+                    await self.handler.stream_request_async(tensors, stream)
+                    stream.send({}, final=True)
+                except Exception as err:
+                    stream.fail(err)
+
+        model = StreamingModel
+    elif hasattr(handler_class, "execute_request_async"):
 
         class RespondingModel(TritonPythonModel):
             async def execute(self, requests: list) -> None:

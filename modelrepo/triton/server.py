@@ -65,6 +65,30 @@ def prepare_backend_dir(destination: Path) -> Path:
     return destination
 
 
+def stub_python_bin() -> Path:
+    """The folder whose `python3` the Python-backend stubs take their stdlib and site-packages from.
+
+    The 3.11 stub links the system's libpython (Debian 12: 3.11.2). When this environment's Python
+    is another patch release (pyenv's 3.11.7 here), the stub would load that release's stdlib, whose
+    `_ssl` needs a symbol 3.11.2 lacks: every import of `ssl` fails in the stub (transformers, via
+    huggingface_hub, needs it). So the stubs get a venv of the system Python that sees this
+    environment's site-packages (one `.pth` line), created once.
+    """
+    ours = Path(sys.executable).parent
+    minor = f"{sys.version_info.major}.{sys.version_info.minor}"
+    system = Path(f"/usr/bin/python{minor}")
+    if Path(sys.base_prefix) == Path("/usr") or not system.exists():
+        return ours
+    site_packages = Path(sys.prefix) / "lib" / f"python{minor}" / "site-packages"
+    venv = cache_dir() / "triton" / f"stub-python{minor}"
+    pth = venv / "lib" / f"python{minor}" / "site-packages" / "modelrepo-environment.pth"
+    line = f"import site; site.addsitedir({str(site_packages)!r})\n"
+    if not (pth.exists() and pth.read_text() == line):
+        subprocess.run([str(system), "-m", "venv", "--without-pip", "--clear", str(venv)], check=True)
+        pth.write_text(line)
+    return venv / "bin"
+
+
 def free_ports(count: int) -> list[int]:
     """Ports free on loopback right now (kept open together so they differ)."""
     sockets = []
@@ -138,7 +162,7 @@ class TritonServer:
     def environment(self) -> dict[str, str]:
         # The Python-backend stub takes its stdlib and site-packages from the first python3 on PATH.
         env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env["PATH"] = os.pathsep.join([str(stub_python_bin()), env.get("PATH", "")])
         return env
 
     def start(self) -> None:

@@ -1,0 +1,100 @@
+"""llm_preprocessing: the user's text → the model's chat template → token ids, batched.
+
+`text_input` is one user turn; the tokenizer's own chat template (SmolLM2's ships its default system
+prompt) adds the assistant prefix. Rules: valid UTF-8, not empty, at most `max_text_bytes` bytes,
+at most `max_prompt_tokens` tokens after templating; `max_tokens` between 1 and `max_new_tokens`.
+Stop words become TensorRT-LLM's word lists, each word both as written and after a space (a word in
+running text is usually tokenised with its leading space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.python_backends.batching import Tensors, answer_each, required
+from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.llm import protocol as p
+from modelrepo.python_backends.text_tokenizer import decode_text
+from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+class ChatPreprocessor:
+    def __init__(
+        self,
+        tokenizer,
+        max_prompt_tokens: int = p.DEFAULT_MAX_PROMPT_TOKENS,
+        max_new_tokens: int = p.DEFAULT_MAX_NEW_TOKENS,
+        max_text_bytes: int = p.DEFAULT_MAX_TEXT_BYTES,
+    ):
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.max_text_bytes = max_text_bytes
+        self.end_id = int(tokenizer.eos_token_id)
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_id)
+
+    @classmethod
+    def from_context(cls, context: ModelContext) -> "ChatPreprocessor":
+        return cls(
+            load_tokenizer(context.version_dir / TOKENIZER_DIR),
+            max_prompt_tokens=context.int_parameter("max_prompt_tokens", p.DEFAULT_MAX_PROMPT_TOKENS),
+            max_new_tokens=context.int_parameter("max_new_tokens", p.DEFAULT_MAX_NEW_TOKENS),
+            max_text_bytes=context.int_parameter("max_text_bytes", p.DEFAULT_MAX_TEXT_BYTES),
+        )
+
+    def execute_batch(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
+        return answer_each(requests, self.prepare, lambda prepared: prepared)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+        )
+        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        if len(ids) > self.max_prompt_tokens:
+            raise InputError(
+                p.TEXT_INPUT,
+                f"is {len(ids)} tokens after the chat template; at most {self.max_prompt_tokens} are accepted",
+            )
+        return list(ids)
+
+    def stop_word_ids(self, words: list[str]) -> list[list[int]]:
+        variants = {tuple(self.tokenizer.encode(form, add_special_tokens=False)) for word in words for form in (word, " " + word)}
+        return [list(ids) for ids in sorted(variants) if ids]
+
+    def prepare(self, request: Tensors) -> Tensors:
+        p.check_parameters(request.get(REQUEST_PARAMETERS) or {})
+        if bool(p.scalar(request, p.PRE_STREAM, False, p.STREAM)):
+            raise InputError(p.STREAM, "is not supported by the `llm` ensemble; stream with `llm_bls`")
+        texts = required(request, p.QUERY).reshape(-1)
+        if texts.size != 1:
+            raise InputError(p.TEXT_INPUT, f"one prompt per request, got {texts.size}")
+        text = decode_text(texts[0], None, self.max_text_bytes, p.TEXT_INPUT)
+        max_tokens = p.check_max_tokens(p.scalar(request, p.REQUEST_OUTPUT_LEN, 0, p.MAX_TOKENS), self.max_new_tokens)
+        ids = self.prompt_ids(text)
+        words = [decode_text(w, None, self.max_text_bytes, p.STOP_WORDS) for w in _strings(request.get(p.STOP_WORDS_DICT))]
+        return {
+            p.INPUT_ID: np.array([ids], dtype=np.int32),
+            p.REQUEST_INPUT_LEN: np.array([[len(ids)]], dtype=np.int32),
+            p.OUT_REQUEST_OUTPUT_LEN: np.array([[max_tokens]], dtype=np.int32),
+            p.STOP_WORDS_IDS: p.pack_word_lists(self.stop_word_ids(words))[None],
+            p.OUT_END_ID: np.array([[int(p.scalar(request, p.END_ID, self.end_id))]], dtype=np.int32),
+            p.OUT_PAD_ID: np.array([[int(p.scalar(request, p.PAD_ID, self.pad_id))]], dtype=np.int32),
+        }
+
+
+def _strings(value) -> list:
+    if value is None:
+        return []
+    return [item for item in np.asarray(value).reshape(-1) if bytes(item if not isinstance(item, str) else item.encode())]

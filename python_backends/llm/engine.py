@@ -1,0 +1,144 @@
+"""llm_engine: the CPU stand-in for TensorRT-LLM's `tensorrt_llm` model (same tensors), decoupled.
+
+A request is validated, turned into a `Sequence` and handed to the in-flight batcher; `start`
+returns at once, so Triton delivers the next requests while earlier ones decode — that is what lets
+them join the running batch. Responses go out from the batcher's thread:
+- streaming: one response per released chunk of ids (`output_ids` [1, 1, n]), then an empty final;
+- otherwise: one final response with every generated id, preceded by the prompt's unless
+  `exclude_input_in_output` (its default is the config parameter of that name, as in TensorRT-LLM's
+  `tensorrt_llm` model; ours is true: the prompt is a chat template the client never wrote).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from modelrepo.python_backends.batching import Tensors, required
+from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.llm import protocol as p
+from modelrepo.python_backends.llm.llm_metrics import EngineMetrics
+from modelrepo.python_backends.llm.sampling import SamplingParams
+from modelrepo.python_backends.llm.scheduler import FINISH_ERROR, InflightBatcher, Sequence
+from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
+
+WEIGHTS_DIR = "model"
+DEFAULT_MAX_ACTIVE = 8
+
+
+def load_model(path: Path, threads: int | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True).eval()
+
+
+class LlmEngine:
+    def __init__(
+        self,
+        model,
+        max_active: int = DEFAULT_MAX_ACTIVE,
+        max_prompt_tokens: int = p.DEFAULT_MAX_PROMPT_TOKENS,
+        max_new_tokens: int = p.DEFAULT_MAX_NEW_TOKENS,
+        metrics: EngineMetrics | None = None,
+        exclude_input_default: bool = True,
+    ):
+        self.exclude_input_default = exclude_input_default
+        self.vocab_size = int(model.config.vocab_size)
+        self.default_end_id = int(model.generation_config.eos_token_id)
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.batcher = InflightBatcher(model, max_active=max_active, events=metrics)
+
+    @classmethod
+    def from_context(cls, context: ModelContext) -> "LlmEngine":
+        threads = context.int_parameter("torch_threads", 0) or len(os.sched_getaffinity(0))
+        model = load_model(context.version_dir / WEIGHTS_DIR, threads)
+        engine = cls(
+            model,
+            max_active=context.int_parameter("max_active_sequences", DEFAULT_MAX_ACTIVE),
+            max_prompt_tokens=context.int_parameter("max_prompt_tokens", p.DEFAULT_MAX_PROMPT_TOKENS),
+            max_new_tokens=context.int_parameter("max_new_tokens", p.DEFAULT_MAX_NEW_TOKENS),
+            metrics=EngineMetrics(context.metrics, context.name),
+            exclude_input_default=context.parameter("exclude_input_in_output", "true").lower() == "true",
+        )
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """The first forward passes are several times slower (allocator, kernels): pay them at load."""
+        import threading
+
+        done = threading.Event()
+        self.batcher.submit(
+            Sequence([1, 2, 3, 4], SamplingParams(max_tokens=4), on_tokens=lambda *_: None, on_finish=lambda *_: done.set())
+        )
+        done.wait(120)
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    # ------------------------------------------------------------------ requests
+    def sequence_for(self, request: Tensors) -> tuple[list[int], SamplingParams, bool, bool]:
+        p.check_parameters(request.get(REQUEST_PARAMETERS) or {})
+        ids = np.asarray(required(request, p.INPUT_IDS))
+        if ids.ndim == 2 and ids.shape[0] != 1:
+            raise InputError(p.INPUT_IDS, f"one sequence per request (batch size 1), got {ids.shape[0]}")
+        ids = ids.reshape(-1)
+        length = int(p.scalar(request, p.INPUT_LENGTHS, ids.size))
+        if not 1 <= length <= min(ids.size, self.max_prompt_tokens):
+            raise InputError(p.INPUT_LENGTHS, f"must be between 1 and min(len(input_ids), {self.max_prompt_tokens}), got {length}")
+        prompt = ids[:length].astype(np.int64)
+        if prompt.min() < 0 or prompt.max() >= self.vocab_size:
+            raise InputError(p.INPUT_IDS, f"token ids must be in [0, {self.vocab_size})")
+        max_tokens = p.check_max_tokens(p.scalar(request, p.ENGINE_OUTPUT_LEN, 0), self.max_new_tokens, p.ENGINE_OUTPUT_LEN)
+        temperature = float(p.scalar(request, p.ENGINE_TEMPERATURE, 0.0))
+        top_p = float(p.scalar(request, p.RUNTIME_TOP_P, 1.0))
+        top_k = int(p.scalar(request, p.RUNTIME_TOP_K, 0))
+        min_length = int(p.scalar(request, p.ENGINE_MIN_LENGTH, 0))
+        p.check_sampling(temperature, top_p, top_k, min_length, max_tokens)
+        seed = p.scalar(request, p.ENGINE_SEED, None)
+        params = SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            random_seed=None if seed is None else int(seed),
+            min_length=min_length,
+            end_ids=frozenset({int(p.scalar(request, p.ENGINE_END_ID, self.default_end_id))}),
+            stop_sequences=p.unpack_word_lists(request.get(p.STOP_WORDS_LIST)),
+        )
+        streaming = bool(p.scalar(request, p.STREAMING, False))
+        exclude_input = bool(p.scalar(request, p.EXCLUDE_INPUT, self.exclude_input_default))
+        return prompt.tolist(), params, streaming, exclude_input
+
+    def start(self, request: Tensors, stream) -> None:
+        """Validate and enqueue; `stream` (send / fail / cancelled) receives the responses."""
+        prompt, params, streaming, exclude_input = self.sequence_for(request)
+
+        def on_tokens(sequence: Sequence, ids: list[int]) -> None:
+            if streaming:
+                stream.send(_ids_output(ids))
+
+        def on_finish(sequence: Sequence, reason: str, error: Exception | None) -> None:
+            if reason == FINISH_ERROR:
+                stream.fail(error)
+            elif streaming:
+                stream.send({}, final=True)
+            else:
+                answer = sequence.output_ids if exclude_input else sequence.prompt_ids + sequence.output_ids
+                stream.send(_ids_output(answer), final=True)
+
+        self.batcher.submit(Sequence(prompt, params, on_tokens, on_finish, is_cancelled=stream.cancelled))
+
+
+def _ids_output(ids: list[int]) -> Tensors:
+    return {
+        p.OUTPUT_IDS: np.array([[ids]], dtype=np.int32),
+        p.SEQUENCE_LENGTH: np.array([[len(ids)]], dtype=np.int32),
+    }
