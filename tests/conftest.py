@@ -10,7 +10,9 @@ from modelrepo.build.artifacts import read_stamp
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.triton.server import TritonServer, free_ports
 
-BUILT_VERSION_DIRS = ("minilm_tokenizer/1", "minilm_encoder/1", "sentiment_head/1")
+BUILT_VERSION_DIRS = (
+    "minilm_tokenizer/1", "minilm_encoder/1", "sentiment_head/1", "llm_engine/1", "llm_preprocessing/1", "llm_postprocessing/1",
+)
 
 
 def require_built_repository() -> None:
@@ -69,3 +71,42 @@ def int8_encoder():
 
     require_built_repository()
     return int8_encoder_step(MODEL_REPOSITORY, BuildRequest("minilm_encoder", precision="int8"))
+
+
+@pytest.fixture(scope="session")
+def llm_tokenizer():
+    from modelrepo.python_backends.llm.chat import TOKENIZER_DIR, load_tokenizer
+
+    require_built_repository()
+    return load_tokenizer(MODEL_REPOSITORY / "llm_preprocessing" / "1" / TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def llm_model():
+    """SmolLM2 as `modelrepo build` saved it for llm_engine (fp32, ~0.5 GB), loaded once."""
+    from modelrepo.python_backends.llm.engine import WEIGHTS_DIR, load_model
+
+    require_built_repository()
+    return load_model(MODEL_REPOSITORY / "llm_engine" / "1" / WEIGHTS_DIR)
+
+
+@pytest.fixture(scope="session")
+def llm_reference(llm_model, llm_tokenizer):
+    """Greedy answers from transformers' own `generate` for a user prompt: the reference the
+    engine (in-process and served) must equal token for token."""
+    import torch
+
+    from modelrepo.python_backends.llm.chat import ChatPreprocessor
+
+    chat = ChatPreprocessor(llm_tokenizer)
+
+    def reference(prompt: str, max_tokens: int) -> list[int]:
+        ids = chat.prompt_ids(prompt)
+        with torch.no_grad():
+            out = llm_model.generate(
+                torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False, eos_token_id=chat.end_id, pad_token_id=chat.pad_id
+            )
+        answer = out[0, len(ids):].tolist()
+        return answer[: answer.index(chat.end_id)] if chat.end_id in answer else answer
+
+    return reference
