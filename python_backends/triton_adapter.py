@@ -30,6 +30,7 @@ from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.metrics import TritonRegistry
 
 REQUEST_PARAMETERS = "$parameters"
+REQUEST_ID = "$request_id"
 
 
 class RemoteModelError(RuntimeError):
@@ -41,10 +42,11 @@ class RemoteModelError(RuntimeError):
         self.client_error = client_error
 
 
-def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], version: int) -> Any:
+def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], version: int, request_id: str = "") -> Any:
     return pb_utils.InferenceRequest(
         model_name=model,
         model_version=version,
+        request_id=request_id,
         requested_output_names=list(outputs),
         inputs=[pb_utils.Tensor(name, array) for name, array in inputs.items()],
     )
@@ -104,11 +106,12 @@ class ResponseStream:
 
 
 def bls_stream(pb_utils: Any):
-    """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`)."""
+    """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`).
+    (2.51's BLS cannot cancel such a call: callees offer their own stop request, see llm_engine.)"""
 
-    async def stream(model: str, inputs: dict, outputs: list[str], version: int = -1, cancelled=lambda: False):
+    async def stream(model: str, inputs: dict, outputs: list[str], version: int = -1, request_id: str = ""):
         try:
-            responses = await _bls_request(pb_utils, model, inputs, outputs, version).async_exec(decoupled=True)
+            responses = await _bls_request(pb_utils, model, inputs, outputs, version, request_id).async_exec(decoupled=True)
         except pb_utils.TritonModelException as err:
             raise _remote_error(pb_utils, model, err) from None
         loop = asyncio.get_running_loop()
@@ -118,8 +121,6 @@ def bls_stream(pb_utils: Any):
             response = await loop.run_in_executor(None, next, responses, done)
             if response is done:
                 return
-            if cancelled() and hasattr(responses, "cancel"):
-                responses.cancel()  # our client went away: stop the callee's work too
             if response.has_error():
                 raise _remote_error(pb_utils, model, response.error())
             names = [name for name in outputs if pb_utils.get_output_tensor_by_name(response, name) is not None]
@@ -156,6 +157,7 @@ def triton_model(handler_class: Any) -> type:
                     tensor = self.pb_utils.get_input_tensor_by_name(request, name)
                     tensors[name] = None if tensor is None else tensor.as_numpy()
                 tensors[REQUEST_PARAMETERS] = json.loads(request.parameters() or "{}")
+                tensors[REQUEST_ID] = request.request_id()
                 batch.append(tensors)
             return batch
 

@@ -7,6 +7,7 @@ postprocessing per chunk (incremental detokenisation: the offsets travel with th
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 
 import numpy as np
@@ -77,9 +78,11 @@ class LlmBls:
         )
         tokens: list[int] = []
         offsets = (0, 0)
-        async for out in self.infer_stream(
-            ENGINE, engine_inputs(request, pre), [p.OUTPUT_IDS, p.SEQUENCE_LENGTH], cancelled=stream.cancelled
-        ):
+        request_id = f"llm_bls-{uuid.uuid4().hex}"
+        async for out in self.infer_stream(ENGINE, engine_inputs(request, pre), [p.OUTPUT_IDS, p.SEQUENCE_LENGTH], request_id=request_id):
+            if stream.cancelled():  # our client went away: stop the engine's sequence, free its slot
+                await self.stop_engine(request_id)
+                return
             length = int(out[p.SEQUENCE_LENGTH].reshape(-1)[0])
             tokens.extend(out[p.OUTPUT_IDS].reshape(-1)[:length].tolist())
             if streaming:
@@ -97,6 +100,16 @@ class LlmBls:
         text = text.decode() if isinstance(text, bytes) else text
         if text or not streaming:
             stream.send({p.TEXT_OUTPUT: np.array([[text]], dtype=object)})
+
+    async def stop_engine(self, request_id: str) -> None:
+        stop = {
+            p.INPUT_IDS: np.zeros((1, 1), dtype=np.int32),
+            p.INPUT_LENGTHS: np.ones((1, 1), dtype=np.int32),
+            p.ENGINE_OUTPUT_LEN: np.ones((1, 1), dtype=np.int32),
+            p.STOP: np.array([[True]]),
+        }
+        async for _ in self.infer_stream(ENGINE, stop, [p.OUTPUT_IDS], request_id=request_id):
+            pass
 
     async def detokenize(self, tokens: list[int], offsets: tuple[int, int], flush: bool) -> tuple[str, tuple[int, int]]:
         out = await self.infer(

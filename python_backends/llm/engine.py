@@ -12,6 +12,7 @@ them join the running batch. Responses go out from the batcher's thread:
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from modelrepo.python_backends.llm import protocol as p
 from modelrepo.python_backends.llm.llm_metrics import EngineMetrics
 from modelrepo.python_backends.llm.sampling import SamplingParams
 from modelrepo.python_backends.llm.scheduler import FINISH_ERROR, InflightBatcher, Sequence
-from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
+from modelrepo.python_backends.triton_adapter import REQUEST_ID, REQUEST_PARAMETERS
 
 WEIGHTS_DIR = "model"
 DEFAULT_MAX_ACTIVE = 8
@@ -54,6 +55,8 @@ class LlmEngine:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.batcher = InflightBatcher(model, max_active=max_active, events=metrics)
+        self._stop_flags: dict[str, threading.Event] = {}  # request id → set by a stop request
+        self._lock = threading.Lock()
 
     @classmethod
     def from_context(cls, context: ModelContext) -> "LlmEngine":
@@ -72,8 +75,6 @@ class LlmEngine:
 
     def warm_up(self) -> None:
         """The first forward passes are several times slower (allocator, kernels): pay them at load."""
-        import threading
-
         done = threading.Event()
         self.batcher.submit(
             Sequence([1, 2, 3, 4], SamplingParams(max_tokens=4), on_tokens=lambda *_: None, on_finish=lambda *_: done.set())
@@ -119,13 +120,25 @@ class LlmEngine:
 
     def start(self, request: Tensors, stream) -> None:
         """Validate and enqueue; `stream` (send / fail / cancelled) receives the responses."""
+        request_id = request.get(REQUEST_ID) or ""
+        if bool(p.scalar(request, p.STOP, False)):
+            self.stop(request_id)
+            stream.send({}, final=True)
+            return
         prompt, params, streaming, exclude_input = self.sequence_for(request)
+        stop_flag = threading.Event()
+        if request_id:
+            with self._lock:
+                self._stop_flags[request_id] = stop_flag
 
         def on_tokens(sequence: Sequence, ids: list[int]) -> None:
             if streaming:
                 stream.send(_ids_output(ids))
 
         def on_finish(sequence: Sequence, reason: str, error: Exception | None) -> None:
+            with self._lock:
+                if self._stop_flags.get(request_id) is stop_flag:
+                    del self._stop_flags[request_id]
             if reason == FINISH_ERROR:
                 stream.fail(error)
             elif streaming:
@@ -134,7 +147,16 @@ class LlmEngine:
                 answer = sequence.output_ids if exclude_input else sequence.prompt_ids + sequence.output_ids
                 stream.send(_ids_output(answer), final=True)
 
-        self.batcher.submit(Sequence(prompt, params, on_tokens, on_finish, is_cancelled=stream.cancelled))
+        cancelled = lambda: stop_flag.is_set() or stream.cancelled()  # noqa: E731
+        self.batcher.submit(Sequence(prompt, params, on_tokens, on_finish, is_cancelled=cancelled))
+
+    def stop(self, request_id: str) -> None:
+        """Cancel the running request with this id (TensorRT-LLM's `stop` input); unknown ids are ignored:
+        the request may have finished already."""
+        with self._lock:
+            flag = self._stop_flags.get(request_id)
+        if flag is not None:
+            flag.set()
 
 
 def _ids_output(ids: list[int]) -> Tensors:

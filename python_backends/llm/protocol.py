@@ -34,6 +34,7 @@ INPUT_IDS, INPUT_LENGTHS, ENGINE_OUTPUT_LEN = "input_ids", "input_lengths", "req
 ENGINE_END_ID, ENGINE_PAD_ID, STOP_WORDS_LIST = "end_id", "pad_id", "stop_words_list"
 RUNTIME_TOP_K, RUNTIME_TOP_P, ENGINE_TEMPERATURE = "runtime_top_k", "runtime_top_p", "temperature"
 ENGINE_SEED, ENGINE_MIN_LENGTH, STREAMING = "random_seed", "min_length", "streaming"
+STOP = "stop"  # TensorRT-LLM's cancel: a request with stop=true and the request id of a running one
 OUTPUT_IDS, SEQUENCE_LENGTH = "output_ids", "sequence_length"
 
 # llm_postprocessing

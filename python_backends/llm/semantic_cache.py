@@ -137,7 +137,11 @@ class SemanticCache:
                 self._ratio.set(self.hits / self.lookups)
             self._size.set(len(self.cache))
 
-    async def execute_request_async(self, request: Tensors, respond=None) -> Tensors:
+    async def stream_request_async(self, request: Tensors, stream) -> None:
+        """Decoupled, one response: requests run concurrently, so a hit never waits behind a miss."""
+        stream.send(await self.answer(request), final=True)
+
+    async def answer(self, request: Tensors) -> Tensors:
         p.check_parameters(request.get(REQUEST_PARAMETERS) or {})
         texts = required(request, p.TEXT_INPUT).reshape(-1)
         if texts.size != 1:

@@ -3,18 +3,16 @@ input validation, the classification extension, and the pipeline's custom metric
 
 from __future__ import annotations
 
-import urllib.request
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from modelrepo.build.credit import MEMBERS, dataset, member_name, request_arrays
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
 from modelrepo.python_backends.onnx_runner import OnnxRunner
-from tests.integration.triton_calls import InferenceServerException
+from tests.integration.triton_calls import InferenceServerException, scrape_metrics
 
 OUTPUTS = ["DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES"]
 
@@ -91,15 +89,6 @@ def test_a_missing_field_is_refused_by_name(caller):
         caller.infer("credit_default", inputs, ["DECISION"])
 
 
-def scrape(server) -> dict[str, dict[tuple, float]]:
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    values: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return values
-
-
 def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client):
     from tests.integration.triton_calls import Caller
 
@@ -108,13 +97,13 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     rng = np.random.default_rng(1)
     for _ in range(5):  # fill the drift window with training-like traffic
         caller.infer("credit_default", request_arrays(data[rng.choice(len(data), 200)]), ["DECISION"])
-    before = scrape(server)
+    before = scrape_metrics(server)
     calm = before["credit_feature_psi"][(("feature", "balance"),)]
     drifted = data[rng.choice(len(data), 200)].copy()
     drifted[:, 1] *= 2.5  # balances shift up: the drift gauge must notice
     for _ in range(6):
         caller.infer("credit_default", request_arrays(drifted), ["DECISION"])
-    after = scrape(server)
+    after = scrape_metrics(server)
     assert calm < 0.1
     assert after["credit_feature_psi"][(("feature", "balance"),)] > 0.25
     assert after["credit_feature_psi"][(("feature", "income"),)] < 0.1
@@ -127,4 +116,4 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     bad["STUDENT"] = np.array([[b"perhaps"]], dtype=object)
     with pytest.raises(InferenceServerException):
         caller.infer("credit_default", bad, ["DECISION"])
-    assert scrape(server)["credit_rejected_inputs_total"][key] == refused_before + 1
+    assert scrape_metrics(server)["credit_rejected_inputs_total"][key] == refused_before + 1

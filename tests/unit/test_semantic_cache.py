@@ -37,7 +37,7 @@ class Models:
 def ask(cache, prompt, **settings):
     request = {"text_input": np.array([[prompt]], dtype=object), "max_tokens": np.array([[8]], dtype=np.int32), REQUEST_PARAMETERS: {}}
     request.update({name: np.array([[value]]) for name, value in settings.items()})
-    out = asyncio.run(cache.execute_request_async(request))
+    out = asyncio.run(cache.answer(request))
     return out["text_output"].item(), bool(out["cache_hit"].item()), float(out["cache_similarity"].item())
 
 
@@ -96,5 +96,5 @@ def test_bad_requests_are_refused_before_any_model_is_called():
         ask(cache, "  ")
     request = {"text_input": np.array([["hi"]], dtype=object), "max_tokens": np.array([[8]]), REQUEST_PARAMETERS: {"ttl": 1}}
     with pytest.raises(InputError, match="'ttl'"):
-        asyncio.run(cache.execute_request_async(request))
+        asyncio.run(cache.answer(request))
     assert models.generated == models.embedded == 0
