@@ -12,6 +12,8 @@ from modelrepo.build.quantize import DEFAULT_METHOD, METHODS
 from modelrepo.build.targets import PRECISIONS, TARGETS
 from modelrepo.pins import pins
 
+LLM_GPU_TARGET = "tensorrt-llm"
+
 
 def _serve(args: argparse.Namespace) -> int:
     from modelrepo.serve import serve
@@ -37,6 +39,8 @@ def _build(args: argparse.Namespace) -> int:
 
     repository = Path(args.model_repository)
     request = None
+    if args.model == "llm" or args.target == LLM_GPU_TARGET:
+        return _build_llm(repository, args)
     if args.model:
         from modelrepo.build.minilm_int8 import AccuracyBudget
         from modelrepo.build.model_build import BuildRequest
@@ -65,6 +69,32 @@ def _build(args: argparse.Namespace) -> int:
     if request is None:
         return 0
     return _build_target(repository, request, args)
+
+
+def _build_llm(repository: Path, args: argparse.Namespace) -> int:
+    """`build llm --target cpu` is the repository build itself; `--target tensorrt-llm` renders the
+    TensorRT-LLM repository (GPU only: one sentence and exit 2 without one)."""
+    from modelrepo.build.pipeline import build_all
+    from modelrepo.build.targets import TargetError
+    from modelrepo.build import tensorrt_llm_target
+
+    if args.model != "llm" or args.target not in ("cpu", LLM_GPU_TARGET):
+        print(f"error: --target {LLM_GPU_TARGET} is for the model `llm` (targets cpu, {LLM_GPU_TARGET})", file=sys.stderr)
+        return 2
+    try:
+        if args.target == LLM_GPU_TARGET:
+            tensorrt_llm_target.require_tensorrt_llm()  # before minutes of building
+    except TargetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    build_all(repository, force=args.force)
+    if args.target == "cpu":
+        print("llm: cpu engine built in the repository (llm_engine/1/model); serve it with `modelrepo serve`")
+        return 0
+    output = Path(args.output or f"dist/{LLM_GPU_TARGET}/model_repository")
+    tensorrt_llm_target.render(repository, output)
+    print(f"llm: TensorRT-LLM {pins().tensorrt_llm} engine rendered into {output}; serve it in {pins().ngc_trtllm_image}")
+    return 0
 
 
 def _build_target(repository: Path, request, args: argparse.Namespace) -> int:
@@ -151,7 +181,10 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("model", nargs="?", help="model to build for --target/--precision (e.g. minilm_encoder)")
     build.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
-    build.add_argument("--target", choices=TARGETS, default="cpu", help="engine target (default cpu)")
+    build.add_argument(
+        "--target", choices=(*TARGETS, LLM_GPU_TARGET), default="cpu",
+        help=f"engine target (default cpu; {LLM_GPU_TARGET} for the model llm)",
+    )
     build.add_argument("--precision", choices=PRECISIONS, default="fp32", help="engine precision (default fp32)")
     build.add_argument("--calibration", choices=METHODS, default=DEFAULT_METHOD, help="INT8 calibration method")
     build.add_argument("--calib-samples", type=int, default=128, help="INT8 calibration texts/rows (default 128)")

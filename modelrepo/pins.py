@@ -14,6 +14,7 @@ class Pins:
     triton_server: str
     ngc_release: str
     ngc_triton_image: str
+    ngc_trtllm_image: str
     tensorrt: str
     tensorrt_llm: str
     model_analyzer: str

@@ -19,6 +19,7 @@ work that answers later from another thread (the LLM engine), and the coroutine
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import traceback
 from typing import Any
@@ -105,6 +106,11 @@ class ResponseStream:
         return bool(self._sender.is_cancelled())
 
 
+# Threads that wait for the next response of a decoupled BLS call, one per open stream: asyncio's
+# default pool (cores + 4 threads) would make the ninth concurrent stream wait for a free thread.
+_STREAM_WAITERS = concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix="bls-stream")
+
+
 def bls_stream(pb_utils: Any):
     """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`).
     (2.51's BLS cannot cancel such a call: callees offer their own stop request, see llm_engine.)"""
@@ -118,7 +124,7 @@ def bls_stream(pb_utils: Any):
         done = object()
         while True:
             # the iterator blocks until the next response: wait in a thread, not on the event loop
-            response = await loop.run_in_executor(None, next, responses, done)
+            response = await loop.run_in_executor(_STREAM_WAITERS, next, responses, done)
             if response is done:
                 return
             if response.has_error():

@@ -1,0 +1,46 @@
+"""The TensorRT-LLM target: its llm_engine config, and the one-sentence refusal without a GPU."""
+
+import subprocess
+import sys
+
+import pytest
+
+from modelrepo.build import tensorrt_llm_target as trtllm
+from modelrepo.build.tensorrt_plan import visible_gpu
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.triton.model_config import read_config
+
+
+def test_the_engine_config_keeps_every_tensor_and_only_swaps_the_backend():
+    cpu = read_config(MODEL_REPOSITORY / "llm_engine")
+    gpu = trtllm.engine_config(cpu, trtllm.EngineLimits(max_batch_size=16), "/models/llm_engine/1/engine")
+    assert gpu.backend == "tensorrtllm" and gpu.model_transaction_policy.decoupled
+    assert [(t.name, t.data_type, list(t.dims)) for t in gpu.input] == [(t.name, t.data_type, list(t.dims)) for t in cpu.input]
+    assert [t.name for t in gpu.output] == [t.name for t in cpu.output] == ["output_ids", "sequence_length"]
+    assert gpu.max_batch_size == 16 and list(gpu.dynamic_batching.preferred_batch_size) == [16]
+    parameters = {key: value.string_value for key, value in gpu.parameters.items()}
+    assert parameters["gpt_model_type"] == "inflight_fused_batching"
+    assert parameters["gpt_model_path"] == "/models/llm_engine/1/engine"
+    assert parameters["exclude_input_in_output"] == "true"
+    assert not set(trtllm.CPU_ONLY_PARAMETERS) & set(parameters)
+    assert "${" not in str(gpu)
+
+
+def test_tensor_names_are_tensorrt_llms():
+    names = {t.name for t in read_config(MODEL_REPOSITORY / "llm_engine").input}
+    assert {"input_ids", "input_lengths", "request_output_len", "end_id", "pad_id", "stop_words_list",
+            "runtime_top_k", "runtime_top_p", "temperature", "random_seed", "streaming", "stop"} <= names
+    public = {t.name for t in read_config(MODEL_REPOSITORY / "llm").input}
+    assert {"text_input", "max_tokens", "stream", "temperature", "top_p", "top_k", "stop_words", "random_seed",
+            "exclude_input_in_output", "min_length", "end_id", "pad_id"} <= public
+    for model in ("llm_bls", "llm_cached"):
+        assert public - {"stream"} <= {t.name for t in read_config(MODEL_REPOSITORY / model).input}
+
+
+@pytest.mark.skipif(visible_gpu() is not None, reason="this check is for machines without a GPU")
+def test_without_a_gpu_the_build_stops_with_one_sentence():
+    done = subprocess.run([sys.executable, "-m", "modelrepo.cli", "build", "llm", "--target", "tensorrt-llm"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs an NVIDIA GPU" in lines[0] and "Traceback" not in done.stderr
