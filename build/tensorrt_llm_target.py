@@ -33,7 +33,7 @@ ENGINE_DIR = "engine"
 # Where the repository sits inside the container (the Dockerfile copies it to /models).
 DEFAULT_CONTAINER_REPOSITORY = "/models"
 # CPU-engine parameters that mean nothing to the tensorrtllm backend
-CPU_ONLY_PARAMETERS = ("max_active_sequences", "torch_threads", "max_prompt_tokens", "max_new_tokens")
+CPU_ONLY_PARAMETERS = ("max_active_sequences", "prefill_threads", "decode_threads", "max_prompt_tokens", "max_new_tokens")
 
 
 @dataclass(frozen=True)

@@ -30,12 +30,10 @@ WEIGHTS_DIR = "model"
 DEFAULT_MAX_ACTIVE = 8
 
 
-def load_model(path: Path, threads: int | None = None):
+def load_model(path: Path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    if threads:
-        torch.set_num_threads(threads)
     return AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True).eval()
 
 
@@ -48,20 +46,22 @@ class LlmEngine:
         max_new_tokens: int = p.DEFAULT_MAX_NEW_TOKENS,
         metrics: EngineMetrics | None = None,
         exclude_input_default: bool = True,
+        prefill_threads: int | None = None,
+        decode_threads: int | None = None,
     ):
         self.exclude_input_default = exclude_input_default
         self.vocab_size = int(model.config.vocab_size)
         self.default_end_id = int(model.generation_config.eos_token_id)
         self.max_prompt_tokens = max_prompt_tokens
         self.max_new_tokens = max_new_tokens
-        self.batcher = InflightBatcher(model, max_active=max_active, events=metrics)
+        self.batcher = InflightBatcher(model, max_active, metrics, prefill_threads, decode_threads)
         self._stop_flags: dict[str, threading.Event] = {}  # request id → set by a stop request
         self._lock = threading.Lock()
 
     @classmethod
     def from_context(cls, context: ModelContext) -> "LlmEngine":
-        threads = context.int_parameter("torch_threads", 0) or len(os.sched_getaffinity(0))
-        model = load_model(context.version_dir / WEIGHTS_DIR, threads)
+        cores = len(os.sched_getaffinity(0))
+        model = load_model(context.version_dir / WEIGHTS_DIR)
         engine = cls(
             model,
             max_active=context.int_parameter("max_active_sequences", DEFAULT_MAX_ACTIVE),
@@ -69,6 +69,8 @@ class LlmEngine:
             max_new_tokens=context.int_parameter("max_new_tokens", p.DEFAULT_MAX_NEW_TOKENS),
             metrics=EngineMetrics(context.metrics, context.name),
             exclude_input_default=context.parameter("exclude_input_in_output", "true").lower() == "true",
+            prefill_threads=context.int_parameter("prefill_threads", 0) or cores,
+            decode_threads=context.int_parameter("decode_threads", 0) or cores,
         )
         engine.warm_up()
         return engine

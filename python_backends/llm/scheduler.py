@@ -1,8 +1,9 @@
 """In-flight (continuous) batching for a causal LM on CPU.
 
-One background thread owns the model. Between two decode steps it admits waiting requests: each is
-prefilled alone (its first token is exactly what `generate` would give) and its key/value cache is
-joined to the running batch, left-padded to the batch's length. Every decode step then runs all
+One background thread owns the model. Between two decode steps it admits every waiting request
+that fits: they are prefilled together in one left-padded forward pass (a request that arrives alone
+is prefilled unpadded, exactly as `generate` does) and their key/value caches are joined to the
+running batch, left-padded to the batch's length. Every decode step then runs all
 active sequences in one forward pass; a sequence that ends (end id, stop sequence, max_tokens,
 cancellation) leaves the batch at once and frees its slot for the next waiting request.
 
@@ -66,8 +67,17 @@ class SchedulerEvents:
 
 
 class InflightBatcher:
-    def __init__(self, model: Any, max_active: int = 8, events: SchedulerEvents | None = None):
+    def __init__(
+        self,
+        model: Any,
+        max_active: int = 8,
+        events: SchedulerEvents | None = None,
+        prefill_threads: int | None = None,
+        decode_threads: int | None = None,
+    ):
         self.model = model.eval()
+        self.prefill_threads = prefill_threads or torch.get_num_threads()
+        self.decode_threads = decode_threads or torch.get_num_threads()
         self.config = model.config
         self.max_active = max_active
         self.events = events or SchedulerEvents()
@@ -80,6 +90,7 @@ class InflightBatcher:
         self.steps = 0  # decode steps run
         self.batched_steps = 0  # decode steps that ran more than one sequence
         self.max_batch_seen = 0
+        self.prefill_passes = 0  # forward passes that prefilled one or more prompts
         self._thread = threading.Thread(target=self._run, name="llm-inflight-batcher", daemon=True)
         self._thread.start()
 
@@ -108,6 +119,7 @@ class InflightBatcher:
     # ------------------------------------------------------------------ loop
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        torch.set_num_threads(self.decode_threads)
         while not self._stopping:
             if not self._active and self._waiting.empty():
                 self._wake.wait(0.5)
@@ -128,39 +140,60 @@ class InflightBatcher:
             self._finish(self._waiting.get_nowait(), FINISH_CANCELLED)
 
     def _admit(self) -> None:
-        while len(self._active) < self.max_active and not self._waiting.empty():
+        """Prefill every waiting request that fits, together (left-padded), then join them to the batch."""
+        admitted = []
+        while len(self._active) + len(admitted) < self.max_active and not self._waiting.empty():
             sequence = self._waiting.get_nowait()
-            self.events.queue_size(self._waiting.qsize())
             if sequence.is_cancelled():
                 self._finish(sequence, FINISH_CANCELLED)
-                continue
-            try:
-                logits, cache = self._prefill(sequence.prompt_ids)
-            except Exception as err:
+            else:
+                admitted.append(sequence)
+        self.events.queue_size(self._waiting.qsize())
+        if not admitted:
+            return
+        try:
+            logits, cache, mask = self._prefill([sequence.prompt_ids for sequence in admitted])
+        except Exception as err:
+            for sequence in admitted:
                 self._finish(sequence, FINISH_ERROR, err)
-                continue
-            self._join(sequence, cache)
-            self._accept(sequence, logits)
-            self.events.active(len(self._active))
+            return
+        self._join(admitted, cache, mask)
+        for row, sequence in enumerate(admitted):
+            self._accept(sequence, logits[row])
+        self.events.active(len(self._active))
 
-    def _prefill(self, prompt_ids: list[int]) -> tuple[torch.Tensor, Any]:
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        out = self.model(input_ids=input_ids, use_cache=True)
-        return out.logits[0, -1], out.past_key_values
+    def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """One forward pass over the prompts, left-padded to the longest. Prefill is compute-bound:
+        it runs on `prefill_threads`, decode steps (memory-bound) on `decode_threads`."""
+        length = max(len(prompt) for prompt in prompts)
+        input_ids = torch.zeros((len(prompts), length), dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, length - len(prompt):] = torch.tensor(prompt)
+            mask[row, length - len(prompt):] = 1
+        torch.set_num_threads(self.prefill_threads)
+        self.prefill_passes += 1
+        try:
+            if len(prompts) == 1:  # no padding: exactly what `generate` computes
+                out = self.model(input_ids=input_ids, use_cache=True)
+            else:
+                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+                out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+        finally:
+            torch.set_num_threads(self.decode_threads)
+        return out.logits[:, -1], out.past_key_values, mask
 
-    def _join(self, sequence: Sequence, cache: Any) -> None:
-        """Add a prefilled sequence to the batch: left-pad the shorter side to a common length."""
-        new_len = cache.get_seq_length()
-        new_mask = torch.ones((1, new_len), dtype=torch.long)
+    def _join(self, sequences: list[Sequence], cache: Any, new_mask: torch.Tensor) -> None:
+        """Add prefilled sequences to the batch: left-pad the shorter side to a common length."""
         if not self._active:
             self._cache, self._mask = cache, new_mask
         else:
-            length = max(self._mask.shape[1], new_len)
+            length = max(self._mask.shape[1], new_mask.shape[1])
             for layer, new in zip(self._cache.layers, cache.layers):
                 layer.keys = torch.cat([_left_pad(layer.keys, length), _left_pad(new.keys, length)])
                 layer.values = torch.cat([_left_pad(layer.values, length), _left_pad(new.values, length)])
             self._mask = torch.cat([_left_pad(self._mask, length), _left_pad(new_mask, length)])
-        self._active.append(sequence)
+        self._active.extend(sequences)
 
     def _decode_step(self) -> None:
         started = time.monotonic()

@@ -119,3 +119,21 @@ def test_cancelling_frees_the_slot_for_a_waiting_request(llm_model, chat):
         assert batcher.active_count == 0
     finally:
         batcher.close()
+
+
+def test_requests_arriving_together_are_prefilled_together_and_still_equal_generate(llm_model, chat, llm_reference):
+    collector = Collector(len(PROMPTS))
+    held = InflightBatcher(llm_model, max_active=4)
+    try:
+        sequences = [Sequence(chat.prompt_ids(prompt), SamplingParams(max_tokens=16, end_ids=frozenset({chat.end_id})),
+                              collector.on_tokens, collector.on_finish) for prompt in PROMPTS]
+        for sequence in sequences:
+            held._waiting.put(sequence)  # all queued before the loop wakes: one admission takes them all
+        held._wake.set()
+        assert collector.done.wait(180)
+        for prompt, sequence in zip(PROMPTS, sequences):
+            assert sequence.output_ids == llm_reference(prompt, 16), prompt
+        assert held.prefill_passes == 1  # one left-padded forward pass for the four prompts
+        assert held.steps < 16 * len(PROMPTS) / 2  # decode steps were shared
+    finally:
+        held.close()
