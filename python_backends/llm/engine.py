@@ -12,7 +12,10 @@ them join the running batch. Responses go out from the batcher's thread:
 from __future__ import annotations
 
 import os
+import queue
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,44 @@ from modelrepo.python_backends.triton_adapter import REQUEST_ID, REQUEST_PARAMET
 
 WEIGHTS_DIR = "model"
 DEFAULT_MAX_ACTIVE = 8
+CANCEL_CHECK_S = 0.2  # asking Triton whether a client cancelled is an IPC round trip: not every step
+
+
+class Outbox:
+    """Responses leave on their own thread, in order: the decode loop never waits on Triton's IPC
+    (a step of 8 sequences sends 8 responses)."""
+
+    def __init__(self):
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="llm-outbox", daemon=True)
+        self._thread.start()
+
+    def put(self, send: Callable[[], None]) -> None:
+        self._queue.put(send)
+
+    def _run(self) -> None:
+        while (send := self._queue.get()) is not None:
+            try:
+                send()
+            except Exception:  # a client that went away must not stop the others' responses
+                pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+def throttled(check: Callable[[], bool], every_s: float = CANCEL_CHECK_S) -> Callable[[], bool]:
+    """`check`, asked at most once per `every_s`; once true, true for good."""
+    state = {"at": 0.0, "value": False}
+
+    def cached() -> bool:
+        now = time.monotonic()
+        if not state["value"] and now - state["at"] >= every_s:
+            state["at"], state["value"] = now, bool(check())
+        return state["value"]
+
+    return cached
 
 
 def load_model(path: Path):
@@ -57,6 +98,7 @@ class LlmEngine:
         self.batcher = InflightBatcher(model, max_active, metrics, prefill_threads, decode_threads)
         self._stop_flags: dict[str, threading.Event] = {}  # request id → set by a stop request
         self._lock = threading.Lock()
+        self.outbox = Outbox()
 
     @classmethod
     def from_context(cls, context: ModelContext) -> "LlmEngine":
@@ -84,7 +126,8 @@ class LlmEngine:
         done.wait(120)
 
     def close(self) -> None:
-        self.batcher.close()
+        self.batcher.close()  # finishes every open sequence: their finals go through the outbox
+        self.outbox.close()
 
     # ------------------------------------------------------------------ requests
     def sequence_for(self, request: Tensors) -> tuple[list[int], SamplingParams, bool, bool]:
@@ -135,21 +178,23 @@ class LlmEngine:
 
         def on_tokens(sequence: Sequence, ids: list[int]) -> None:
             if streaming:
-                stream.send(_ids_output(ids))
+                outputs = _ids_output(ids)
+                self.outbox.put(lambda: stream.send(outputs))
 
         def on_finish(sequence: Sequence, reason: str, error: Exception | None) -> None:
             with self._lock:
                 if self._stop_flags.get(request_id) is stop_flag:
                     del self._stop_flags[request_id]
             if reason == FINISH_ERROR:
-                stream.fail(error)
+                self.outbox.put(lambda: stream.fail(error))
             elif streaming:
-                stream.send({}, final=True)
+                self.outbox.put(lambda: stream.send({}, final=True))
             else:
-                answer = sequence.output_ids if exclude_input else sequence.prompt_ids + sequence.output_ids
-                stream.send(_ids_output(answer), final=True)
+                answer = _ids_output(sequence.output_ids if exclude_input else sequence.prompt_ids + sequence.output_ids)
+                self.outbox.put(lambda: stream.send(answer, final=True))
 
-        cancelled = lambda: stop_flag.is_set() or stream.cancelled()  # noqa: E731
+        client_cancelled = throttled(stream.cancelled)
+        cancelled = lambda: stop_flag.is_set() or client_cancelled()  # noqa: E731
         self.batcher.submit(Sequence(prompt, params, on_tokens, on_finish, is_cancelled=cancelled))
 
     def stop(self, request_id: str) -> None:
