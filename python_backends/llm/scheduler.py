@@ -25,6 +25,7 @@ import torch
 
 from modelrepo.python_backends.llm.sampling import SamplingParams, StopMatcher, next_token
 
+MIN_SHARED_PREFIX = 8  # tokens: shorter common prefixes are not worth a cache entry
 FINISH_END_ID, FINISH_STOP, FINISH_LENGTH, FINISH_CANCELLED, FINISH_ERROR = (
     "end_id", "stop_words", "max_tokens", "cancelled", "error",
 )
@@ -91,6 +92,10 @@ class InflightBatcher:
         self.batched_steps = 0  # decode steps that ran more than one sequence
         self.max_batch_seen = 0
         self.prefill_passes = 0  # forward passes that prefilled one or more prompts
+        self.prefix_hits = 0  # prompts whose shared prefix came from the prefix cache
+        self._prefix_ids: tuple[int, ...] = ()  # the cached shared prefix (e.g. a chat template's system prompt)
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._last_prompt: list[int] | None = None
         self._thread = threading.Thread(target=self._run, name="llm-inflight-batcher", daemon=True)
         self._thread.start()
 
@@ -151,6 +156,8 @@ class InflightBatcher:
         self.events.queue_size(self._waiting.qsize())
         if not admitted:
             return
+        for sequence in admitted:
+            self._learn_prefix(sequence.prompt_ids)
         try:
             logits, cache, mask = self._prefill([sequence.prompt_ids for sequence in admitted])
         except Exception as err:
@@ -162,23 +169,64 @@ class InflightBatcher:
             self._accept(sequence, logits[row])
         self.events.active(len(self._active))
 
+    def _learn_prefix(self, prompt: list[int]) -> None:
+        """Prefix caching: the longest prefix two consecutive prompts share (a chat template's system
+        prompt and turn header) is prefilled once; later prompts that start with it prefill only the rest."""
+        if self._prefix_ids and tuple(prompt[: len(self._prefix_ids)]) == self._prefix_ids:
+            return
+        previous, self._last_prompt = self._last_prompt, prompt
+        if previous is None:
+            return
+        shared = 0
+        for a, b in zip(previous, prompt):
+            if a != b:
+                break
+            shared += 1
+        shared = min(shared, len(prompt) - 1, len(previous) - 1)  # every prompt keeps a token to prefill
+        if shared >= MIN_SHARED_PREFIX:
+            torch.set_num_threads(self.prefill_threads)
+            try:
+                out = self.model(input_ids=torch.tensor([prompt[:shared]]), use_cache=True)
+            finally:
+                torch.set_num_threads(self.decode_threads)
+            self._prefix_ids = tuple(prompt[:shared])
+            self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+
     def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
-        """One forward pass over the prompts, left-padded to the longest. Prefill is compute-bound:
-        it runs on `prefill_threads`, decode steps (memory-bound) on `decode_threads`."""
-        length = max(len(prompt) for prompt in prompts)
+        """One forward pass over the prompts, left-padded to the longest (after the cached prefix, when
+        they all start with it). Prefill is compute-bound: it runs on `prefill_threads`, decode steps
+        (memory-bound) on `decode_threads`."""
+        from transformers import DynamicCache
+
+        shared = len(self._prefix_ids)
+        if not shared or any(len(prompt) <= shared or tuple(prompt[:shared]) != self._prefix_ids for prompt in prompts):
+            shared = 0
+        suffixes = [prompt[shared:] for prompt in prompts]
+        length = max(len(suffix) for suffix in suffixes)
         input_ids = torch.zeros((len(prompts), length), dtype=torch.long)
-        mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            input_ids[row, length - len(prompt):] = torch.tensor(prompt)
-            mask[row, length - len(prompt):] = 1
+        mask = torch.zeros((len(prompts), shared + length), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, suffix in enumerate(suffixes):
+            input_ids[row, length - len(suffix):] = torch.tensor(suffix)
+            mask[row, shared + length - len(suffix):] = 1
+        past = None
+        if shared:
+            rows = len(prompts)
+            past = DynamicCache(
+                ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_kv],
+                config=self.config,
+            )
+            self.prefix_hits += rows
         torch.set_num_threads(self.prefill_threads)
         self.prefill_passes += 1
         try:
-            if len(prompts) == 1:  # no padding: exactly what `generate` computes
+            if past is None and len(prompts) == 1:  # no padding, no prefix: exactly what `generate` computes
                 out = self.model(input_ids=input_ids, use_cache=True)
             else:
-                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
-                out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
+                out = self.model(
+                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=past, use_cache=True
+                )
         finally:
             torch.set_num_threads(self.decode_threads)
         return out.logits[:, -1], out.past_key_values, mask

@@ -62,6 +62,7 @@ def test_staggered_requests_join_the_running_batch_and_equal_generate(batcher, c
         assert sum(collector.chunks[sequence.id], []) == sequence.output_ids  # streamed = final
         assert collector.finished[sequence.id][0] in (FINISH_END_ID, FINISH_LENGTH)
     assert batcher.max_batch_seen >= 3 and batcher.batched_steps > 0
+    assert batcher.prefix_hits >= 2  # the chat template's shared prefix was prefilled once, then reused
 
 
 def test_a_seeded_sampled_sequence_is_the_same_alone_and_in_a_batch(batcher, chat):
