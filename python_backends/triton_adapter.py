@@ -12,8 +12,10 @@ an INTERNAL one; its neighbours in the same dynamic batch are answered normally.
 Decoupled models (streaming) have two more forms: `start(request, stream)` hands the request to
 work that answers later from another thread (the LLM engine), and the coroutine
 `stream_request_async(request, stream)` answers while it runs (BLS streaming); `stream` is a
-`ResponseStream` (send / fail / cancelled), its final response closes the request. Each request dict also carries the request's parameters
-(`{"user_id": ...}`) under REQUEST_PARAMETERS.
+`ResponseStream` (send / fail / cancelled), its final response closes the request.
+
+Each request dict also carries the request's parameters (`{"user_id": ...}`) under
+REQUEST_PARAMETERS and its id under REQUEST_ID.
 """
 
 from __future__ import annotations
