@@ -17,7 +17,7 @@ from modelrepo.python_backends.onnx_runner import OnnxRunner
 from modelrepo.python_backends.routing import RouterPolicy, assign
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.client import reload_with_parameters
-from tests.integration.test_credit_default import scrape
+from tests.integration.triton_calls import scrape_metrics
 from tests.integration.triton_calls import Caller, InferenceServerException
 
 ROUTER = "credit_router"
@@ -70,10 +70,10 @@ def test_policy_change_is_a_reload_not_a_restart(router, server):
 
 def test_ab_arms_are_sticky_and_counted_per_arm(router, server):
     router.configure(mode="ab", ab_b_percent=50)
-    before = scrape(server).get("credit_router_requests_total", {})
+    before = scrape_metrics(server).get("credit_router_requests_total", {})
     routes = [router.call(ROW, f"ab-user-{i}")["ROUTE"][0, 0].decode() for i in range(60)]
     assert set(routes) == {"arm_a", "arm_b"}
-    after = scrape(server)["credit_router_requests_total"]
+    after = scrape_metrics(server)["credit_router_requests_total"]
     for arm in ("arm_a", "arm_b"):
         key = (("policy", "ab"), ("route", arm))
         assert after[key] - before.get(key, 0.0) == routes.count(arm)
@@ -97,7 +97,7 @@ def test_shadow_counts_and_logs_every_disagreement(router, server):
     log = cache_dir() / "logs" / f"{ROUTER}_shadow.jsonl"
     lines_before = len(log.read_text().splitlines()) if log.exists() else 0
     router.configure(mode="shadow")
-    before = scrape(server)
+    before = scrape_metrics(server)
     for index in differ[:30] + agree:
         out = router.call(data[index : index + 1], f"shadow-{index}")
         assert out["ROUTE"][0, 0] == b"primary" and out["DECISION"][0, 0].decode() == primary[index]
@@ -107,7 +107,7 @@ def test_shadow_counts_and_logs_every_disagreement(router, server):
     # The client is answered before the candidate runs: wait (bounded) for the last comparisons.
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        after = scrape(server)
+        after = scrape_metrics(server)
         if after.get("credit_shadow_comparisons_total", {}).get(key, 0) - compared_before >= expected + len(agree):
             break
         time.sleep(0.2)
@@ -135,11 +135,11 @@ def test_missing_candidate_falls_back_to_primary_and_is_counted(router, server, 
     router.configure(mode="canary", canary_percent=100)
     grpc_client.unload_model("credit_candidate", headers=headers)
     try:
-        before = scrape(server).get("credit_router_fallbacks_total", {})
+        before = scrape_metrics(server).get("credit_router_fallbacks_total", {})
         outs = [router.call(ROW, f"fallback-{i}") for i in range(5)]
         assert all(out["ROUTE"][0, 0] == b"candidate_fallback" for out in outs)
         assert all(out["DECISION"][0, 0] in (b"approve", b"review", b"decline") for out in outs)
-        after = scrape(server)["credit_router_fallbacks_total"]
+        after = scrape_metrics(server)["credit_router_fallbacks_total"]
         key = (("candidate", "credit_candidate"), ("reason", "candidate_error"))
         assert after[key] - before.get(key, 0.0) == 5
     finally:
