@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import traceback
 from typing import Any
 
@@ -55,13 +56,16 @@ def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], ve
     )
 
 
+# How an InputError reads once it comes back through BLS (an ensemble step prefixes its name).
+_INPUT_ERROR = re.compile(r"^(in ensemble '[^']*', )?input '")
+
+
 def _remote_error(pb_utils: Any, model: str, error: Any) -> RemoteModelError:
-    """A callee's error. The error code does not survive the trip back through BLS (seen with
-    2.51: INVALID_ARG arrives as another code), but our models prefix every error that is not the
-    client's with "internal error" (see `_response`), so the prefix decides."""
+    """A callee's error. Its code does not survive the trip back through BLS (2.51: a model's
+    INVALID_ARG arrives as another code), so the message decides: a client's mistake is an
+    `InputError` ("input 'NAME' ..."); anything else (a model not ready, an internal error) is not."""
     message = error.message() if hasattr(error, "message") else str(error)
-    client_error = not message.startswith("internal error")
-    return RemoteModelError(model, message, client_error)
+    return RemoteModelError(model, message, client_error=bool(_INPUT_ERROR.match(message)))
 
 
 def bls_caller(pb_utils: Any):
