@@ -18,6 +18,7 @@ class Pins:
     tensorrt: str
     tensorrt_llm: str
     model_analyzer: str
+    genai_perf: str
 
 
 @functools.cache
