@@ -71,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             "output_sequence_length", "input_sequence_length", "request_throughput")
     stats = {key: figures[key] for key in keep if key in figures}
 
-    def row(key: str, scale: float = 1.0, unit: str = "") -> str:
+    def row(key: str) -> str:  # genai-perf states each metric's unit
         values = stats.get(key, {})
-        cells = [f"{values[p] * scale:.1f}" if isinstance(values.get(p), (int, float)) else "" for p in ("avg", "p50", "p99")]
-        return f"| {key} {unit} | " + " | ".join(cells) + " |"
+        cells = [f"{values[p]:.1f}" if isinstance(values.get(p), (int, float)) else "" for p in ("avg", "p50", "p99")]
+        return f"| {key} ({values.get('unit', '')}) | " + " | ".join(cells) + " |"
 
     body = [
         f"genai-perf {pins().genai_perf}, unchanged, against `{MODEL}` (TensorRT-LLM tensor names), concurrency "
@@ -83,14 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| metric | avg | p50 | p99 |",
         "| --- | --- | --- | --- |",
-        row("time_to_first_token", 1e-6, "(ms)"),
-        row("inter_token_latency", 1e-6, "(ms)"),
-        row("request_latency", 1e-6, "(ms)"),
-        row("output_sequence_length"),
-        row("input_sequence_length"),
-        f"| output_token_throughput (tokens/s) | {stats.get('output_token_throughput', {}).get('avg', float('nan')):.1f} | | |",
+        *[row(key) for key in keep if key in stats],
         "",
-        "genai-perf arguments: `genai-perf " + " ".join(genai_args).replace(str(TOKENIZER), "model_repository/llm_preprocessing/1/tokenizer") + "`",
+        "genai-perf arguments: `genai-perf "
+        + " ".join(genai_args).replace(str(TOKENIZER), "model_repository/llm_preprocessing/1/tokenizer").replace(tmp, "TMP")
+        + "`",
     ]
     command = "python -m modelrepo.perf.genai_perf_check " + " ".join(sys.argv[1:] if argv is None else argv)
     print(record("genai_perf_llm_bls", "genai-perf against llm_bls", command.strip(), {"genai_perf": stats, "args": genai_args}, body))
