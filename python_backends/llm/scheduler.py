@@ -3,8 +3,9 @@
 One background thread owns the model. Between two decode steps it admits every waiting request
 that fits: they are prefilled together in one left-padded forward pass (a request that arrives alone
 is prefilled unpadded, exactly as `generate` does) and their key/value caches are joined to the
-running batch, left-padded to the batch's length. Every decode step then runs all
-active sequences in one forward pass; a sequence that ends (end id, stop sequence, max_tokens,
+running batch, left-padded to the batch's length. The prefix that consecutive prompts share (a chat
+template's system prompt) is prefilled once and reused (prefix caching). Every decode step then runs
+all active sequences in one forward pass; a sequence that ends (end id, stop sequence, max_tokens,
 cancellation) leaves the batch at once and frees its slot for the next waiting request.
 
 Callers see only `Sequence` callbacks (`on_tokens`, `on_finish`), called on the scheduler thread,
