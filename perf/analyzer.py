@@ -76,6 +76,30 @@ def with_admin_header(args: list[str], key: str | None) -> list[str]:
     return [*args, "-H", f"{header}:{key}"]
 
 
+def wrapper_script(folder: Path) -> Path:
+    """`folder/perf_analyzer`: a script that runs the bundled binary with its libraries found, for
+    tools that call perf_analyzer by name or path (Model Analyzer, genai-perf)."""
+    env = environment()
+    wrapper = folder / "perf_analyzer"
+    wrapper.write_text(f"#!/bin/sh\nexport LD_LIBRARY_PATH='{env['LD_LIBRARY_PATH']}'\nexec '{binary()}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def tool_venv(name: str, requirement: str) -> Path:
+    """The bin/ folder of `.cache/<name>`, a venv of its own holding `requirement` (installed once):
+    peer tools whose dependencies clash with ours (Model Analyzer and genai-perf need numpy 2)."""
+    import subprocess
+
+    venv = cache_dir() / name
+    marker = venv / f".installed-{requirement}"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], check=True)
+        marker.touch()
+    return venv / "bin"
+
+
 def exec_perf_analyzer(args: list[str]) -> None:
     """Replace this process with perf_analyzer (exit code and signals pass straight through)."""
     cmd = command(with_admin_header(args, admin_key()[0]))

@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modelrepo.paths import MODEL_REPOSITORY, cache_dir
+from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.perf.analyzer import tool_venv, wrapper_script
 from modelrepo.perf.llm_streaming import MODELS
-from modelrepo.perf.model_analyzer_compare import perf_analyzer_wrapper
 from modelrepo.perf.results import record
 from modelrepo.pins import pins
 from modelrepo.triton.server import TritonServer, free_ports
@@ -32,14 +32,7 @@ TOKENIZER = MODEL_REPOSITORY / "llm_preprocessing" / "1" / "tokenizer"
 
 
 def genai_perf_binary() -> Path:
-    venv = cache_dir() / "genai-perf-venv"
-    wanted = pins().genai_perf
-    marker = venv / f".installed-{wanted}"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", f"genai-perf=={wanted}"], check=True)
-        marker.touch()
-    return venv / "bin" / "genai-perf"
+    return tool_venv("genai-perf-venv", f"genai-perf=={pins().genai_perf}") / "genai-perf"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     binary = genai_perf_binary()
     with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), load_models=MODELS) as server:
         folder = Path(tmp)
-        perf_analyzer_wrapper(folder)
+        wrapper_script(folder)
         genai_args = [
             "profile", "-m", MODEL, "--endpoint-type", "kserve", "--backend", "tensorrtllm", "--streaming",
             "--url", server.grpc_url, "--tokenizer", str(TOKENIZER), "--concurrency", str(args.concurrency),

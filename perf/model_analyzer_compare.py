@@ -39,15 +39,7 @@ TOKENS = 64
 
 
 def model_analyzer_venv() -> Path:
-    venv = cache_dir() / "model-analyzer-venv"
-    binary = venv / "bin" / "model-analyzer"
-    wanted = pins().model_analyzer
-    marker = venv / f".installed-{wanted}"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", f"triton-model-analyzer=={wanted}"], check=True)
-        marker.touch()
-    return binary
+    return analyzer.tool_venv("model-analyzer-venv", f"triton-model-analyzer=={pins().model_analyzer}") / "model-analyzer"
 
 
 def encoder_input_data(folder: Path, count: int = 64) -> Path:
@@ -74,15 +66,6 @@ def single_model_repository(folder: Path, model: str) -> Path:
     return repository
 
 
-def perf_analyzer_wrapper(folder: Path) -> Path:
-    """Model Analyzer runs perf_analyzer by path: a wrapper that finds its libraries."""
-    env = analyzer.environment()
-    wrapper = folder / "perf_analyzer"
-    wrapper.write_text(f"#!/bin/sh\nexport LD_LIBRARY_PATH='{env['LD_LIBRARY_PATH']}'\nexec '{analyzer.binary()}' \"$@\"\n")
-    wrapper.chmod(0o755)
-    return wrapper
-
-
 def run_model_analyzer(folder: Path, repository: Path, model: str, budget_ms: float, concurrency: int, data: Path) -> dict:
     http, grpc, metrics = free_ports(3)
     venv_bin = Path(sys.executable).parent  # the stub needs this project's python first on PATH
@@ -106,7 +89,7 @@ def run_model_analyzer(folder: Path, repository: Path, model: str, budget_ms: fl
         "triton_grpc_endpoint": f"localhost:{grpc}",
         "triton_metrics_url": f"http://localhost:{metrics}/metrics",
         "client_protocol": "grpc",
-        "perf_analyzer_path": str(perf_analyzer_wrapper(folder)),
+        "perf_analyzer_path": str(analyzer.wrapper_script(folder)),
         "output_model_repository_path": str(folder / "ma_output_repository"),
         "override_output_model_repository": True,
         "export_path": str(folder / "ma_export"),
