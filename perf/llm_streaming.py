@@ -72,8 +72,8 @@ def streaming_figures(export: Path, tokens: int) -> dict:
     for request in requests:
         sent = request["timestamp"]
         # the final response of a decoupled stream is empty: it closes the stream, carries no token
-        times = [t for t, out in zip(request["response_timestamps"], request.get("response_outputs", [{}] * 10**6)) if out] \
-            or request["response_timestamps"][:-1]
+        stamps, outputs = request["response_timestamps"], request.get("response_outputs")
+        times = stamps[:-1] if outputs is None else [t for t, out in zip(stamps, outputs) if out]
         if not times:
             continue
         ttft.append((times[0] - sent) / 1e9)
