@@ -59,6 +59,11 @@ def engine_inputs(request: Mapping, pre: Tensors) -> Tensors:
     return inputs
 
 
+def token_inputs(tokens: list[int]) -> Tensors:
+    """llm_postprocessing's inputs for one sequence of generated ids."""
+    return {p.TOKENS_BATCH: np.array([[tokens]], dtype=np.int32), p.POST_SEQUENCE_LENGTH: np.array([[len(tokens)]], dtype=np.int32)}
+
+
 class LlmBls:
     def __init__(self, infer, infer_stream):
         self.infer = infer
@@ -83,7 +88,7 @@ class LlmBls:
             if stream.cancelled():  # our client went away: stop the engine's sequence, free its slot
                 await self.stop_engine(request_id)
                 return
-            length = int(out[p.SEQUENCE_LENGTH].reshape(-1)[0])
+            length = int(p.scalar(out, p.SEQUENCE_LENGTH, 0))
             tokens.extend(out[p.OUTPUT_IDS].reshape(-1)[:length].tolist())
             if streaming:
                 text, offsets = await self.detokenize(tokens, offsets, flush=False)
@@ -92,12 +97,7 @@ class LlmBls:
         if streaming:
             text, _ = await self.detokenize(tokens, offsets, flush=True)
         else:
-            text = (await self.infer(
-                POSTPROCESSING,
-                {p.TOKENS_BATCH: np.array([[tokens]], dtype=np.int32), p.POST_SEQUENCE_LENGTH: np.array([[len(tokens)]], dtype=np.int32)},
-                [p.OUTPUT],
-            ))[p.OUTPUT].reshape(-1)[0]
-        text = text.decode() if isinstance(text, bytes) else text
+            text = p.first_text((await self.infer(POSTPROCESSING, token_inputs(tokens), [p.OUTPUT]))[p.OUTPUT])
         if text or not streaming:
             stream.send({p.TEXT_OUTPUT: np.array([[text]], dtype=object)})
 
@@ -115,14 +115,11 @@ class LlmBls:
         out = await self.infer(
             POSTPROCESSING,
             {
-                p.TOKENS_BATCH: np.array([[tokens]], dtype=np.int32),
-                p.POST_SEQUENCE_LENGTH: np.array([[len(tokens)]], dtype=np.int32),
+                **token_inputs(tokens),
                 p.PREFIX_OFFSET: np.array([[offsets[0]]], dtype=np.int32),
                 p.READ_OFFSET: np.array([[offsets[1]]], dtype=np.int32),
                 p.FLUSH: np.array([[flush]]),
             },
             [p.OUTPUT, p.OUT_PREFIX_OFFSET, p.OUT_READ_OFFSET],
         )
-        text = out[p.OUTPUT].reshape(-1)[0]
-        text = text.decode() if isinstance(text, bytes) else text
-        return text, (int(out[p.OUT_PREFIX_OFFSET].reshape(-1)[0]), int(out[p.OUT_READ_OFFSET].reshape(-1)[0]))
+        return p.first_text(out[p.OUTPUT]), (int(p.scalar(out, p.OUT_PREFIX_OFFSET, 0)), int(p.scalar(out, p.OUT_READ_OFFSET, 0)))

@@ -95,6 +95,5 @@ class ChatPreprocessor:
 
 
 def _strings(value) -> list:
-    if value is None:
-        return []
-    return [item for item in np.asarray(value).reshape(-1) if bytes(item if not isinstance(item, str) else item.encode())]
+    """The non-empty elements of an optional BYTES input."""
+    return [] if value is None else [item for item in np.asarray(value).reshape(-1) if len(item)]

@@ -10,7 +10,7 @@ unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -60,6 +60,12 @@ def scalar(request: Mapping[str, np.ndarray | None], name: str, default, public_
     return item.item() if hasattr(item, "item") else item
 
 
+def first_text(array: np.ndarray) -> str:
+    """The first element of a BYTES tensor as text (Triton hands BYTES back as bytes)."""
+    value = np.asarray(array).reshape(-1)[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 def check_max_tokens(value: int, limit: int, name: str = MAX_TOKENS) -> int:
     if not 1 <= int(value) <= limit:
         raise InputError(name, f"must be between 1 and {limit} (the model's max new tokens), got {value}")
@@ -77,10 +83,10 @@ def check_sampling(temperature: float, top_p: float, top_k: int, min_length: int
         raise InputError(MIN_LENGTH, f"must be between 0 and max_tokens ({max_tokens}), got {min_length}")
 
 
-def check_parameters(parameters: Mapping[str, object], allowed: Iterable[str] = ()) -> None:
+def check_parameters(parameters: Mapping[str, object]) -> None:
     """Request parameters (the KServe `parameters` map; fields of a `generate` body that are not
     inputs) are refused unless known: a misspelt setting must not be silently ignored."""
-    unknown = sorted(set(parameters) - set(allowed))
+    unknown = sorted(parameters)
     if unknown:
         raise InputError(
             unknown[0],

@@ -185,18 +185,13 @@ class InflightBatcher:
             shared += 1
         shared = min(shared, len(prompt) - 1, len(previous) - 1)  # every prompt keeps a token to prefill
         if shared >= MIN_SHARED_PREFIX:
-            torch.set_num_threads(self.prefill_threads)
-            try:
-                out = self.model(input_ids=torch.tensor([prompt[:shared]]), use_cache=True)
-            finally:
-                torch.set_num_threads(self.decode_threads)
+            out = self._prefill_forward(input_ids=torch.tensor([prompt[:shared]]))
             self._prefix_ids = tuple(prompt[:shared])
             self._prefix_kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """One forward pass over the prompts, left-padded to the longest (after the cached prefix, when
-        they all start with it). Prefill is compute-bound: it runs on `prefill_threads`, decode steps
-        (memory-bound) on `decode_threads`."""
+        they all start with it)."""
         from transformers import DynamicCache
 
         shared = len(self._prefix_ids)
@@ -218,19 +213,21 @@ class InflightBatcher:
                 config=self.config,
             )
             self.prefix_hits += rows
-        torch.set_num_threads(self.prefill_threads)
         self.prefill_passes += 1
+        if past is None and len(prompts) == 1:  # no padding, no prefix: exactly what `generate` computes
+            out = self._prefill_forward(input_ids=input_ids)
+        else:
+            position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
+            out = self._prefill_forward(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=past)
+        return out.logits[:, -1], out.past_key_values, mask
+
+    def _prefill_forward(self, **inputs: Any) -> Any:
+        """A forward pass on `prefill_threads` (prefill is compute-bound); back to `decode_threads` after."""
+        torch.set_num_threads(self.prefill_threads)
         try:
-            if past is None and len(prompts) == 1:  # no padding, no prefix: exactly what `generate` computes
-                out = self.model(input_ids=input_ids, use_cache=True)
-            else:
-                position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
-                out = self.model(
-                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, past_key_values=past, use_cache=True
-                )
+            return self.model(**inputs, use_cache=True)
         finally:
             torch.set_num_threads(self.decode_threads)
-        return out.logits[:, -1], out.past_key_values, mask
 
     def _join(self, sequences: list[Sequence], cache: Any, new_mask: torch.Tensor) -> None:
         """Add prefilled sequences to the batch: left-pad the shorter side to a common length."""

@@ -174,11 +174,7 @@ class SemanticCache:
 
     async def generate(self, request: Tensors) -> str:
         inputs = {name: np.asarray(request[name]) for name in (p.TEXT_INPUT, *SETTINGS) if request.get(name) is not None}
-        parts = []
-        async for out in self.infer_stream(GENERATOR, inputs, [p.TEXT_OUTPUT]):
-            text = out[p.TEXT_OUTPUT].reshape(-1)[0]
-            parts.append(text.decode() if isinstance(text, bytes) else str(text))
-        return "".join(parts)
+        return "".join([p.first_text(out[p.TEXT_OUTPUT]) async for out in self.infer_stream(GENERATOR, inputs, [p.TEXT_OUTPUT])])
 
 
 def _answer(text: str, hit: bool, similarity: float) -> Tensors:
