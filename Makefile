@@ -4,12 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test build install test-fast clean
+.PHONY: serve test build install tools test-fast clean
 
 serve: build
 	$(BIN)/modelrepo serve
 
-test: build
+test: build tools
 	$(BIN)/modelrepo check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -21,6 +21,10 @@ build: install
 	$(BIN)/modelrepo build
 
 install: $(STAMP)
+
+# Linters, promtool, Prometheus, kubectl: pinned in pyproject.toml, installed when missing.
+tools: install
+	$(BIN)/python -m modelrepo.tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -15,6 +15,8 @@ class Pins:
     ngc_release: str
     ngc_triton_image: str
     ngc_trtllm_image: str
+    ngc_tensorrt_image: str
+    kubernetes: str
     tensorrt: str
     tensorrt_llm: str
     model_analyzer: str
