@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Optional dependency groups; the Dockerfile's build stage sets EXTRAS= (artifacts only).
+EXTRAS ?= test,bench
 
 .PHONY: serve test build install tools test-fast clean
 
@@ -28,7 +30,7 @@ tools: install
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".$(if $(EXTRAS),[$(EXTRAS)])"
 	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["tool"]["modelrepo"]["install_no_deps"])')
 	touch $(STAMP)
 

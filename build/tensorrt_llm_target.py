@@ -18,30 +18,21 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from modelrepo.build.artifacts import STAMP_FILENAME
 from modelrepo.build.targets import TargetError
+from modelrepo.build.tensorrt_llm_engine import EngineLimits, build_engine
 from modelrepo.build.tensorrt_plan import visible_gpu
 from modelrepo.pins import pins
 from modelrepo.python_backends.llm.engine import WEIGHTS_DIR
+from modelrepo.triton.launch import DEFAULT_MODEL_REPOSITORY as DEFAULT_CONTAINER_REPOSITORY
 from modelrepo.triton.model_config import ModelConfig, read_config, write_config
 
 ENGINE_MODEL = "llm_engine"
 ENGINE_DIR = "engine"
-# Where the repository sits inside the container (the Dockerfile copies it to /models).
-DEFAULT_CONTAINER_REPOSITORY = "/models"
 # CPU-engine parameters that mean nothing to the tensorrtllm backend
 CPU_ONLY_PARAMETERS = ("max_active_sequences", "prefill_threads", "decode_threads", "max_prompt_tokens", "max_new_tokens")
-
-
-@dataclass(frozen=True)
-class EngineLimits:
-    max_batch_size: int = 8
-    max_input_len: int = 1024  # = llm_preprocessing's max_prompt_tokens
-    max_output_len: int = 512  # = its max_new_tokens
-    kv_cache_free_gpu_mem_fraction: float = 0.5
 
 
 def require_tensorrt_llm():
@@ -86,26 +77,19 @@ def engine_config(cpu_config: ModelConfig, limits: EngineLimits, engine_path: st
     return config
 
 
-def build_engine(hf_dir: Path, engine_dir: Path, limits: EngineLimits) -> dict:
-    """TensorRT-LLM 0.14 LLM API: HF folder → engine (fp16, paged KV cache, in-flight batching)."""
-    tensorrt_llm = require_tensorrt_llm()
-    from tensorrt_llm import LLM, BuildConfig
-
-    build_config = BuildConfig(
-        max_batch_size=limits.max_batch_size,
-        max_input_len=limits.max_input_len,
-        max_seq_len=limits.max_input_len + limits.max_output_len,
-    )
-    llm = LLM(model=str(hf_dir), dtype="float16", build_config=build_config)
-    llm.save(str(engine_dir))
-    return {"tensorrt_llm": tensorrt_llm.__version__, "dtype": "float16", **limits.__dict__}
-
-
-def render(repository: Path, output: Path, limits: EngineLimits = EngineLimits(), container_repository: str = DEFAULT_CONTAINER_REPOSITORY) -> Path:
+def render(
+    repository: Path,
+    output: Path,
+    limits: EngineLimits = EngineLimits(),
+    container_repository: str = DEFAULT_CONTAINER_REPOSITORY,
+    config_only: bool = False,
+) -> Path:
     """A complete repository in `output` whose llm_engine is TensorRT-LLM; fails before writing anything
-    when no GPU / TensorRT-LLM is there."""
+    when no GPU / TensorRT-LLM is there. `config_only` renders everything but the engine folder, which
+    the Dockerfile's LLM stage then builds with tensorrt_llm_engine.py in the TensorRT-LLM image."""
     repository, output = Path(repository), Path(output)
-    require_tensorrt_llm()
+    if not config_only:
+        require_tensorrt_llm()
     if output.resolve() == repository.resolve():
         raise TargetError("--output must differ from the source repository (which stays the CPU one)")
     if output.exists():
@@ -114,8 +98,9 @@ def render(repository: Path, output: Path, limits: EngineLimits = EngineLimits()
     version_dir = output / ENGINE_MODEL / "1"
     shutil.rmtree(version_dir)
     version_dir.mkdir()
-    report = build_engine(repository / ENGINE_MODEL / "1" / WEIGHTS_DIR, version_dir / ENGINE_DIR, limits)
-    (version_dir / "engine.json").write_text(json.dumps(report, indent=2))
+    if not config_only:
+        report = build_engine(repository / ENGINE_MODEL / "1" / WEIGHTS_DIR, version_dir / ENGINE_DIR, limits)
+        (version_dir / "engine.json").write_text(json.dumps(report, indent=2))
     engine_path = f"{container_repository}/{ENGINE_MODEL}/1/{ENGINE_DIR}"
     write_config(output / ENGINE_MODEL, engine_config(read_config(repository / ENGINE_MODEL), limits, engine_path))
     return output

@@ -82,7 +82,7 @@ def _build_llm(repository: Path, args: argparse.Namespace) -> int:
         print(f"error: --target {LLM_GPU_TARGET} is for the model `llm` (targets cpu, {LLM_GPU_TARGET})", file=sys.stderr)
         return 2
     try:
-        if args.target == LLM_GPU_TARGET:
+        if args.target == LLM_GPU_TARGET and not args.config_only:
             tensorrt_llm_target.require_tensorrt_llm()  # before minutes of building
     except TargetError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -92,7 +92,11 @@ def _build_llm(repository: Path, args: argparse.Namespace) -> int:
         print("llm: cpu engine built in the repository (llm_engine/1/model); serve it with `modelrepo serve`")
         return 0
     output = Path(args.output or f"dist/{LLM_GPU_TARGET}/model_repository")
-    tensorrt_llm_target.render(repository, output)
+    tensorrt_llm_target.render(repository, output, config_only=args.config_only)
+    if args.config_only:
+        print(f"llm: TensorRT-LLM repository rendered into {output} without its engine; build it with "
+              f"build/tensorrt_llm_engine.py in {pins().ngc_trtllm_image} (the Dockerfile's llm variant does)")
+        return 0
     print(f"llm: TensorRT-LLM {pins().tensorrt_llm} engine rendered into {output}; serve it in {pins().ngc_trtllm_image}")
     return 0
 
@@ -194,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
         help="INT8 budget: min mean cosine vs FP32 and max downstream accuracy drop (fraction)",
     )
     build.add_argument("--ort-tensorrt", action="store_true", help="onnxruntime target: enable its TensorRT accelerator")
+    build.add_argument("--config-only", action="store_true",
+                       help="tensorrt-llm target: render the repository without building the engine (no GPU needed)")
     build.add_argument("--output", help="repository to render into (default dist/TARGET-PRECISION/model_repository)")
     build.set_defaults(func=_build)
 

@@ -10,10 +10,9 @@ import os
 import secrets
 
 from modelrepo.paths import cache_dir
+from modelrepo.triton.flags import ADMIN_HEADER
+from modelrepo.triton.launch import ADMIN_KEY_ENV
 
-ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
-# HTTP clients send this header as-is; gRPC clients send it as "triton-grpc-protocol-admin-key".
-ADMIN_HEADER = "admin-key"
 GRPC_ADMIN_HEADER = f"triton-grpc-protocol-{ADMIN_HEADER}"
 
 

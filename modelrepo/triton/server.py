@@ -22,11 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
-from modelrepo.triton.admin import ADMIN_HEADER
-
-RESTRICTED_APIS = "model-repository,model-config"
-DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-EXIT_TIMEOUT_S = 15
+from modelrepo.triton.flags import ADMIN_HEADER, DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, tritonserver_args
 
 
 class ServerStartError(RuntimeError):
@@ -140,24 +136,23 @@ class TritonServer:
 
     def command(self, backend_dir: Path) -> list[str]:
         home = tritonserver_home()
-        cmd = [
+        return [
             str(home / "bin/tritonserver"),
-            f"--model-repository={Path(self.model_repository).resolve()}",
+            *tritonserver_args(
+                str(Path(self.model_repository).resolve()),
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                metrics_port=self.metrics_port,
+                admin_key=self.admin_key,
+                model_control_mode=self.model_control_mode,
+                load_models=self.load_models,
+                cache_bytes=self.cache_bytes,
+            ),
+            # The wheel's layout, not the image's (/opt/tritonserver/{backends,caches} are defaults there).
             f"--backend-directory={backend_dir}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            f"--model-control-mode={self.model_control_mode}",
-            *([f"--load-model={m}" for m in self.load_models] if self.model_control_mode == "explicit" else []),
             f"--cache-directory={home / 'caches'}",
-            f"--cache-config=local,size={self.cache_bytes}",
-            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-            "--strict-readiness=true",
+            *self.extra_args,
         ]
-        if self.admin_key:
-            restriction = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={self.admin_key}"
-            cmd += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
-        return cmd + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
         # The Python-backend stub takes its stdlib and site-packages from the first python3 on PATH.

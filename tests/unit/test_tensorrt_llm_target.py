@@ -44,3 +44,13 @@ def test_without_a_gpu_the_build_stops_with_one_sentence():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs an NVIDIA GPU" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_config_only_renders_the_repository_without_an_engine_and_without_a_gpu(tmp_path):
+    output = trtllm.render(MODEL_REPOSITORY, tmp_path / "repo", config_only=True)
+    config = read_config(output / "llm_engine")
+    assert config.backend == "tensorrtllm"
+    assert config.parameters["gpt_model_path"].string_value == "/models/llm_engine/1/engine"
+    assert list((output / "llm_engine" / "1").iterdir()) == []  # the engine is built in the TensorRT-LLM image
+    for model in ("llm", "llm_bls", "llm_preprocessing", "text_embedding"):
+        assert (output / model / "config.pbtxt").read_text() == (MODEL_REPOSITORY / model / "config.pbtxt").read_text()

@@ -1,0 +1,52 @@
+"""The tritonserver command line: one definition for `modelrepo serve`, the tests and the container.
+
+`modelrepo serve` (modelrepo.triton.server) and the image's entrypoint (modelrepo.triton.launch)
+both build their argv here, so what runs locally is what the image runs. Standard library only,
+Python 3.10-compatible: the NGC 24.10 image runs it with its own python3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Model-repository (load/unload/index) and model-config APIs need the admin key header.
+RESTRICTED_APIS = "model-repository,model-config"
+# HTTP clients send this header as-is; gRPC clients send it as "triton-grpc-protocol-admin-key".
+ADMIN_HEADER = "admin-key"
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+# How long Triton lets in-flight requests finish after SIGTERM (k8s grace periods must exceed it).
+EXIT_TIMEOUT_S = 15
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+
+
+def tritonserver_args(
+    model_repository: str,
+    *,
+    http_port: int = DEFAULT_PORTS["http"],
+    grpc_port: int = DEFAULT_PORTS["grpc"],
+    metrics_port: int = DEFAULT_PORTS["metrics"],
+    admin_key: str | None,
+    model_control_mode: str = "explicit",
+    load_models: Sequence[str] = ("*",),
+    cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> list[str]:
+    """Every tritonserver flag but the binary and the install-specific directories (backends, caches)."""
+    args = [
+        f"--model-repository={model_repository}",
+        f"--http-port={http_port}",
+        f"--grpc-port={grpc_port}",
+        f"--metrics-port={metrics_port}",
+        f"--model-control-mode={model_control_mode}",
+        *([f"--load-model={m}" for m in load_models] if model_control_mode == "explicit" else []),
+        f"--cache-config=local,size={cache_bytes}",
+        f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+        "--strict-readiness=true",
+        # p50..p99 summaries per model (the alert rules' latency quantiles) and the decoupled models'
+        # time-to-first-response histogram.
+        "--metrics-config=summary_latencies=true",
+        "--metrics-config=histogram_latencies=true",
+    ]
+    if admin_key:
+        restriction = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
+        args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
+    return args

@@ -1,0 +1,141 @@
+"""The Dockerfile: linted (hadolint, checkov), its pins equal the project's, and the image runs the
+same tritonserver flags and serving dependencies as `modelrepo serve`. Docker itself cannot run here."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelrepo.paths import REPO_ROOT
+from modelrepo.pins import pins
+from modelrepo.serving_requirements import serving_requirements
+from modelrepo.tools import venv_tool
+from modelrepo.triton import launch
+from modelrepo.triton.server import TritonServer
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+
+def dockerfile_text() -> str:
+    return DOCKERFILE.read_text()
+
+
+def arg_defaults() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile_text(), flags=re.MULTILINE))
+
+
+def test_hadolint_is_clean_and_every_ignore_is_justified():
+    done = subprocess.run([venv_tool("deploy", "hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = dockerfile_text()
+    ignored = set(re.findall(r"^# hadolint ignore=(\S+)$", text, flags=re.MULTILINE))
+    assert ignored == {"DL3006", "DL3008"}, ignored
+    for rule in ignored:  # each rule has a comment saying why, in place
+        assert re.search(rf"^# {rule} \(.+\) ignored.{{20,}}", text, flags=re.MULTILINE) or \
+               re.search(rf"^# {rule} ignored: .{{20,}}", text, flags=re.MULTILINE), f"{rule} ignored without a reason"
+
+
+def test_checkov_dockerfile_passes_with_justified_skips_only():
+    done = subprocess.run(
+        [venv_tool("deploy", "checkov"), "-f", str(DOCKERFILE), "--framework", "dockerfile", "--skip-download",
+         "--compact", "-o", "json"],
+        capture_output=True, text=True,
+    )
+    report = json.loads(done.stdout)
+    assert report["summary"]["failed"] == 0, json.dumps(report["results"]["failed_checks"], indent=1)[:3000]
+    assert report["summary"]["passed"] > 100
+    for skipped in report["results"]["skipped_checks"]:
+        comment = re.search(rf"#checkov:skip={skipped['check_id']}:(.+)", dockerfile_text())
+        assert comment and len(comment.group(1)) > 30, f"{skipped['check_id']} skipped without a reason"
+
+
+def test_the_images_and_versions_are_the_project_pins():
+    args, pinned = arg_defaults(), pins()
+    assert args["TRITON_IMAGE"] == pinned.ngc_triton_image
+    assert args["TRTLLM_IMAGE"] == pinned.ngc_trtllm_image
+    assert args["TENSORRT_IMAGE"] == pinned.ngc_tensorrt_image
+    assert args["TENSORRT_VERSION"] == pinned.tensorrt
+    assert args["TENSORRT_LLM_VERSION"] == pinned.tensorrt_llm
+    assert args["TRITON_REPO_TAG"] == f"r{pinned.ngc_release}"
+    for image in (pinned.ngc_triton_image, pinned.ngc_trtllm_image, pinned.ngc_tensorrt_image):
+        assert image.endswith(f":{pinned.ngc_release}-py3") or f":{pinned.ngc_release}-" in image
+    # The README names the same image (one source of truth: a stale README fails here).
+    assert pinned.ngc_triton_image in (REPO_ROOT / "README.md").read_text()
+
+
+def test_every_from_is_a_pinned_arg_or_a_stage_of_this_file():
+    text = dockerfile_text()
+    stages = set(re.findall(r"^FROM \S+ AS (\S+)$", text, flags=re.MULTILINE))
+    for image in re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE):
+        if image.startswith("${"):
+            assert image[2:-1] in arg_defaults(), image
+        else:
+            assert image in stages or image.replace("${VARIANT}", "cpu") in stages, image
+    assert {f"repository-{v}" for v in ("cpu", "onnxruntime", "tensorrt", "llm")} <= stages
+    assert {f"base-{v}" for v in ("cpu", "onnxruntime", "tensorrt", "llm")} <= stages
+
+
+def test_runtime_is_non_root_with_a_readiness_healthcheck_and_the_shared_launcher():
+    text = dockerfile_text()
+    runtime = text[text.index("AS runtime"):]
+    assert re.search(r"^USER 1000$", runtime, flags=re.MULTILINE)
+    assert 'CMD ["python3", "-m", "modelrepo.triton.launch", "--health"]' in runtime
+    assert 'ENTRYPOINT ["python3", "-m", "modelrepo.triton.launch"]' in runtime
+    assert "EXPOSE 8000 8001 8002" in runtime
+    # What the image copies exists, so `docker build` does not fail on a stale path.
+    for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
+        for source in sources.split():
+            assert (REPO_ROOT / source).exists(), source
+
+
+def test_the_image_and_modelrepo_serve_run_the_same_tritonserver_flags():
+    key = "k" * 24
+    image = launch.command({launch.ADMIN_KEY_ENV: key})
+    local = TritonServer(model_repository=REPO_ROOT / "model_repository", http_port=8000, grpc_port=8001,
+                         metrics_port=8002, admin_key=key).command(Path("/backends"))
+    assert image[0] == "/opt/tritonserver/bin/tritonserver"
+    assert image[1] == "--model-repository=/models"
+    install_specific = ("--model-repository=", "--backend-directory=", "--cache-directory=")
+    assert [a for a in image[1:] if not a.startswith(install_specific)] == \
+           [a for a in local[1:] if not a.startswith(install_specific)]
+    assert f"--http-restricted-api=model-repository,model-config:admin-key={key}" in image
+
+
+def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it():
+    env = {"PATH": "/usr/bin", "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-m", "modelrepo.triton.launch", "--print"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "MODELREPO_ADMIN_KEY is not set" in done.stderr and "Traceback" not in done.stderr
+    secret = "s3cr3t-admin-key-value"
+    done = subprocess.run([sys.executable, "-m", "modelrepo.triton.launch", "--print"],
+                          env={**env, launch.ADMIN_KEY_ENV: secret, "MODEL_REPOSITORY": "s3://bucket/repo"},
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and secret not in done.stdout + done.stderr
+    assert "--model-repository=s3://bucket/repo" in done.stdout
+    with pytest.raises(launch.LaunchError, match="TRITON_HTTP_PORT='http'"):
+        launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_HTTP_PORT": "http"})
+
+
+def third_party_imports(folder: Path) -> set[str]:
+    stdlib = set(sys.stdlib_module_names) | {"modelrepo", "triton_python_backend_utils"}
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            found |= {n.split(".")[0] for n in names} - stdlib
+    return found
+
+
+def test_the_image_installs_what_the_python_models_import_and_nothing_else():
+    imported = third_party_imports(REPO_ROOT / "python_backends") | third_party_imports(REPO_ROOT / "model_repository")
+    installed = {re.split(r"==", r)[0] for r in serving_requirements()}
+    # safetensors: transformers reads llm_engine's weights with it (an optional dependency of transformers).
+    assert imported == installed - {"safetensors"}, (imported, installed)
