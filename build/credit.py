@@ -129,6 +129,10 @@ def member_config(name: str) -> ModelConfig:
     config.output.add(name=MEMBER_OUTPUT, data_type=TYPE_FP32, dims=[1])
     config.instance_group.add(count=1, kind=ModelInstanceGroup.KIND_CPU)
     config.dynamic_batching.max_queue_delay_microseconds = 200
+    # A bounded queue, as every dynamically batched model here has (`modelrepo check` enforces it).
+    config.dynamic_batching.default_queue_policy.max_queue_size = 512
+    config.dynamic_batching.default_queue_policy.default_timeout_microseconds = 1_000_000
+    config.dynamic_batching.default_queue_policy.allow_timeout_override = True
     config.parameters["intra_op_threads"].string_value = "1"
     return config
 

@@ -7,7 +7,8 @@ the model, the field and the rule:
   every ensemble output is produced, with the declared dtype and dims;
 - ONNX models (Python runner or onnxruntime platform): config inputs/outputs match the graph's names,
   dtypes and ranks;
-- batching: batchable models have dynamic batching; preferred sizes ≤ max_batch_size and, for
+- batching: batchable models have dynamic batching with a bounded queue (max_queue_size > 0 and a
+  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files.
 """
@@ -59,6 +60,13 @@ def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]
     problems = []
     if config.max_batch_size > 0 and not config.HasField("dynamic_batching"):
         problems.append(f"{name}: batchable (max_batch_size {config.max_batch_size}) but no dynamic_batching")
+    if config.HasField("dynamic_batching"):
+        policy = config.dynamic_batching.default_queue_policy
+        if policy.max_queue_size <= 0 or policy.default_timeout_microseconds <= 0:
+            problems.append(
+                f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
+                f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds})"
+            )
     preferred = list(config.dynamic_batching.preferred_batch_size)
     for size in preferred:
         if size > config.max_batch_size:

@@ -40,10 +40,11 @@ REQUEST_ID = "$request_id"
 class RemoteModelError(RuntimeError):
     """A model called through BLS answered with an error."""
 
-    def __init__(self, model: str, message: str, client_error: bool):
+    def __init__(self, model: str, message: str, client_error: bool, overloaded: bool = False):
         super().__init__(message)
         self.model = model
         self.client_error = client_error
+        self.overloaded = overloaded  # the callee's queue was full or its queue timeout expired
 
 
 def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], version: int, request_id: str = "") -> Any:
@@ -58,6 +59,23 @@ def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], ve
 
 # How an InputError reads once it comes back through BLS (an ensemble step prefixes its name).
 _INPUT_ERROR = re.compile(r"^(in ensemble '[^']*', )?input '")
+# Triton's own words when a queue policy refuses a request (queue full / queue timeout).
+_OVERLOADED = re.compile(r"Exceeds maximum queue size|Request timeout expired")
+QUEUE_REJECTIONS = "modelrepo_queue_rejections_total"
+_rejection_family = None
+_caller = ""  # this stub's model (one stub process per model instance), set in initialize
+
+
+def _count_rejection(pb_utils: Any, caller: str, model: str) -> None:
+    """Triton does not count requests its queue policy refuses (2.51: nv_inference_request_failure
+    stays 0 for REJECTED); where our BLS code is the caller, we do. One family per stub process."""
+    global _rejection_family
+    if _rejection_family is None:
+        _rejection_family = pb_utils.MetricFamily(
+            name=QUEUE_REJECTIONS, description="Requests a callee's queue policy refused (full or timed out)",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+    _rejection_family.Metric(labels={"caller": caller, "model": model}).increment(1)
 
 
 def _remote_error(pb_utils: Any, model: str, error: Any) -> RemoteModelError:
@@ -65,7 +83,10 @@ def _remote_error(pb_utils: Any, model: str, error: Any) -> RemoteModelError:
     INVALID_ARG arrives as another code), so the message decides: a client's mistake is an
     `InputError` ("input 'NAME' ..."); anything else (a model not ready, an internal error) is not."""
     message = error.message() if hasattr(error, "message") else str(error)
-    return RemoteModelError(model, message, client_error=bool(_INPUT_ERROR.match(message)))
+    overloaded = bool(_OVERLOADED.search(message))
+    if overloaded:
+        _count_rejection(pb_utils, _caller, model)
+    return RemoteModelError(model, message, client_error=bool(_INPUT_ERROR.match(message)), overloaded=overloaded)
 
 
 def bls_caller(pb_utils: Any):
@@ -149,7 +170,9 @@ def triton_model(handler_class: Any) -> type:
         def initialize(self, args: dict[str, str]) -> None:
             import triton_python_backend_utils as pb_utils  # exists only inside the stub
 
+            global _caller
             self.pb_utils = pb_utils
+            _caller = args["model_name"]
             self.metrics = TritonRegistry(pb_utils)  # lives as long as the stub process (see metrics.py)
             context = ModelContext.from_triton_args(
                 args, metrics=self.metrics, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils)
@@ -182,6 +205,8 @@ def triton_model(handler_class: Any) -> type:
             pb_utils = self.pb_utils
             if isinstance(result, Exception):
                 client_error = isinstance(result, InputError) or getattr(result, "client_error", False)
+                if getattr(result, "overloaded", False):  # a callee refused it: retryable, like Triton's own 503
+                    return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"overloaded: {result}", pb_utils.TritonError.UNAVAILABLE))
                 code = pb_utils.TritonError.INVALID_ARG if client_error else pb_utils.TritonError.INTERNAL
                 message = str(result) if client_error else f"internal error: {result}"
                 return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, code))

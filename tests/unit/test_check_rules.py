@@ -123,3 +123,8 @@ def test_missing_onnx_file_parameter_and_label_file(repo):
 def test_python_models_must_run_on_cpu_instances(repo):
     edit(repo, "sentiment_head", lambda c: setattr(c.instance_group[0], "kind", c.instance_group[0].KIND_GPU))
     problems_with(repo, "sentiment_head", "instance_group kind must be KIND_CPU")
+
+
+def test_every_dynamically_batched_model_has_a_bounded_queue(repo):
+    edit(repo, "minilm_encoder", lambda c: c.dynamic_batching.ClearField("default_queue_policy"))
+    assert problems_with(repo, "minilm_encoder", "default_queue_policy must bound the queue", "got 0 and 0")
