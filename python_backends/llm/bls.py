@@ -14,6 +14,7 @@ import numpy as np
 
 from modelrepo.python_backends.batching import Tensors, required
 from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.llm import protocol as p
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
 
@@ -30,8 +31,11 @@ SAMPLING_INPUTS = {
 
 
 def preprocessing_inputs(request: Mapping) -> Tensors:
+    texts = required(request, p.TEXT_INPUT)
+    if texts.size != 1:  # a batch of prompts in one request: refuse it by name, as `llm` does
+        raise InputError(p.TEXT_INPUT, f"one prompt per request, got {texts.size}")
     inputs = {
-        p.QUERY: required(request, p.TEXT_INPUT).reshape(1, 1),
+        p.QUERY: texts.reshape(1, 1),
         p.REQUEST_OUTPUT_LEN: np.asarray(required(request, p.MAX_TOKENS), dtype=np.int32).reshape(1, 1),
     }
     if request.get(p.STOP_WORDS) is not None:
