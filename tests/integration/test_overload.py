@@ -34,7 +34,7 @@ def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) 
 
     for _ in range(count):
         started = time.monotonic()
-        client.async_infer(model, tensors, callback=lambda r, e, s=started: callback(s, r, e))
+        client.async_infer(model, tensors, callback=lambda result, error, s=started: callback(s, result, error))
     for _ in range(count):
         assert done.acquire(timeout=120), "a request never answered"
     client.close()
