@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from modelrepo.triton.admin import ADMIN_HEADER, admin_key
-from modelrepo.triton.server import ServerStartError, StartupCancelled, TritonServer
+from modelrepo.triton.recovery import StubWatch, heal
+from modelrepo.triton.server import ModelsFailedToLoad, ServerStartError, StartupCancelled, TritonServer
 
 
 def serve(
@@ -46,6 +47,8 @@ def serve(
     except StartupCancelled:
         print("tritonserver stopped before it was ready.")
         return 0
+    except ModelsFailedToLoad as err:  # only with --exit-on-error=false: the other models serve
+        print(f"error: {err}\nthe other models serve; /v2/health/ready stays false until these load", file=sys.stderr)
     except ServerStartError as err:
         server.stop()
         print(f"error: {err}", file=sys.stderr)
@@ -60,8 +63,13 @@ def serve(
         "Ctrl-C stops the server.",
         flush=True,
     )
+    watch = StubWatch(server.process.pid)  # Triton does not restart a dead Python stub: we reload its model
     while not stopping and server.process.poll() is None:
         time.sleep(0.5)
+        try:
+            heal(server, watch, log=lambda line: print(line, flush=True))
+        except (OSError, ServerStartError) as err:
+            print(f"error: could not reload a model whose stub died: {err}", file=sys.stderr, flush=True)
     if not stopping:
         print(f"tritonserver exited by itself with code {server.process.returncode} (log: {server.log_path})")
         return server.process.returncode or 1

@@ -29,6 +29,14 @@ class ServerStartError(RuntimeError):
     """tritonserver did not become ready; the message carries the relevant log lines."""
 
 
+class ModelsFailedToLoad(ServerStartError):
+    """The server is up but some models failed to load (tritonserver run with --exit-on-error=false)."""
+
+    def __init__(self, message: str, failures: dict[str, str]):
+        super().__init__(message)
+        self.failures = failures
+
+
 class StartupCancelled(ServerStartError):
     """A signal asked us to stop while the models were still loading."""
 
@@ -106,6 +114,22 @@ def failure_lines(log_text: str, limit: int = 40) -> list[str]:
     return lines[-limit:]
 
 
+LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version (\d+): (.*)")
+
+
+def load_failures(log_text: str) -> dict[str, str]:
+    """model -> first line of the reason, from tritonserver's "failed to load 'M' version N: ..." lines."""
+    failures = {}
+    for match in LOAD_FAILURE.finditer(log_text):
+        reason = match.group(3).rstrip('"').replace("\\n", "\n").strip().splitlines()[0]
+        failures.setdefault(match.group(1), f"version {match.group(2)}: {reason}")
+    return failures
+
+
+def describe_failures(failures: dict[str, str]) -> str:
+    return "models that failed to load:\n" + "\n".join(f"  {model} ({why})" for model, why in sorted(failures.items()))
+
+
 @dataclass
 class TritonServer:
     model_repository: Path
@@ -178,12 +202,12 @@ class TritonServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
-    def _http(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
         request = urllib.request.Request(f"http://{self.http_url}{path}", data=body, method=method)
         if self.admin_key:
             request.add_header(ADMIN_HEADER, self.admin_key)
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
@@ -201,6 +225,32 @@ class TritonServer:
             raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
         return {entry["name"]: entry.get("state", "") for entry in json.loads(body)}
 
+    def model_index(self) -> list[dict]:
+        """The repository index: one entry per model version (name, version, state, reason)."""
+        status, body = self._http("POST", "/v2/repository/index", b"{}")
+        if status != 200:
+            raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
+        return json.loads(body)
+
+    def reload_model(self, name: str, timeout_s: float = 300.0) -> float:
+        """Reload `name` with fresh instances (new stub processes); returns the seconds it took.
+
+        Triton treats a load with nothing changed as a no-op, so the current config is sent back as an
+        override with a marker parameter changed. Traffic keeps flowing: Triton swaps to the new
+        instances once they are ready (the old ones are unloaded after).
+        """
+        status, body = self._http("GET", f"/v2/models/{name}/config")
+        if status != 200:
+            raise ServerStartError(f"config of '{name}' answered HTTP {status}: {body[:200]!r}")
+        config = json.loads(body)
+        config.setdefault("parameters", {})["modelrepo_reloaded_at"] = {"string_value": f"{time.time():.6f}"}
+        started = time.monotonic()
+        payload = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+        status, body = self._http("POST", f"/v2/repository/models/{name}/load", payload, timeout=timeout_s)
+        if status != 200:
+            raise ServerStartError(f"reloading '{name}' answered HTTP {status}: {body[:300]!r}")
+        return time.monotonic() - started
+
     def wait_until_ready(self, timeout_s: float = 300.0, cancelled: Callable[[], bool] = lambda: False) -> float:
         """Block until every model is READY; returns the seconds it took. Fails fast on a dead server."""
         assert self.process is not None, "start() first"
@@ -210,10 +260,13 @@ class TritonServer:
                 self.stop()
                 raise StartupCancelled("stopped before the server was ready")
             if self.process.poll() is not None:
-                lines = "\n".join(failure_lines(self.log_text()))
+                log = self.log_text()
+                failures = load_failures(log)
+                summary = describe_failures(failures) + "\n" if failures else ""
+                lines = "\n".join(failure_lines(log))
                 raise ServerStartError(
                     f"tritonserver exited with code {self.process.returncode} before it was ready "
-                    f"(full log: {self.log_path}):\n{lines}"
+                    f"(full log: {self.log_path}):\n{summary}{lines}"
                 )
             if self.is_ready():
                 if self.admin_key and self.model_control_mode != "poll":
@@ -222,6 +275,11 @@ class TritonServer:
                     if not_ready:
                         raise ServerStartError(f"models not READY: {not_ready}")
                 return time.monotonic() - started
+            failures = self._failed_loads()
+            if failures:  # up, but not ready: only with --exit-on-error=false (else tritonserver exits)
+                raise ModelsFailedToLoad(
+                    f"tritonserver is up but not ready (full log: {self.log_path}):\n{describe_failures(failures)}", failures
+                )
             time.sleep(0.2)
         self.stop()
         lines = "\n".join(failure_lines(self.log_text()) or self.log_text().splitlines()[-40:])
@@ -229,6 +287,21 @@ class TritonServer:
             f"tritonserver was not ready within {timeout_s:.0f} s (a Python stub that cannot start "
             f"hangs model loading; full log: {self.log_path}):\n{lines}"
         )
+
+    def _failed_loads(self) -> dict[str, str]:
+        """Models the index reports UNAVAILABLE with a reason, once the server is live (else {})."""
+        if not self.admin_key or self.model_control_mode == "poll":
+            return {}
+        try:
+            if self._http("GET", "/v2/health/live")[0] != 200:
+                return {}
+            index = self.model_index()
+        except (OSError, ServerStartError):
+            return {}
+        return {
+            e["name"]: f"version {e.get('version', '?')}: {e['reason'].strip().splitlines()[0]}"
+            for e in index if e.get("state") == "UNAVAILABLE" and e.get("reason")
+        }
 
     def stop(self) -> int | None:
         """SIGTERM, wait for Triton's own exit timeout, then SIGKILL the whole process group."""
