@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Optional dependency groups; the Dockerfile's build stage sets EXTRAS= (artifacts only).
 EXTRAS ?= test,bench
 
-.PHONY: serve test build install tools test-fast clean
+.PHONY: serve test build install tools test-fast soak chaos clean
 
 serve: build
 	$(BIN)/modelrepo serve
@@ -14,6 +14,13 @@ serve: build
 test: build tools
 	$(BIN)/modelrepo check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Reliability runs, not part of `make test` (results in perf/results/soak.md and faults.md).
+soak: build
+	$(BIN)/python -m modelrepo.perf.soak $(SOAK_ARGS)
+
+chaos: build
+	$(BIN)/python -m modelrepo.perf.chaos $(CHAOS_ARGS)
 
 # Unit tests only (no server start).
 test-fast: install
