@@ -1,4 +1,5 @@
-"""Pinned releases (Triton, NGC image, TensorRT), read from pyproject.toml's [tool.modelrepo.pins]."""
+"""Pinned releases (Triton, NGC image, TensorRT), read from pyproject.toml's [tool.modelrepo.pins];
+`pyproject()` is the one reader of that file (tools, serving requirements and the audit allow-list use it)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,16 @@ class Pins:
 
 
 @functools.cache
-def pins() -> Pins:
+def pyproject() -> dict:
     with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        table = tomllib.load(f)["tool"]["modelrepo"]["pins"]
-    return Pins(**table)
+        return tomllib.load(f)
+
+
+def project_settings() -> dict:
+    """pyproject.toml's [tool.modelrepo] table."""
+    return pyproject()["tool"]["modelrepo"]
+
+
+@functools.cache
+def pins() -> Pins:
+    return Pins(**project_settings()["pins"])

@@ -6,17 +6,9 @@ writes it beside `pip freeze` (constraints), and the runtime stage installs exac
 
 from __future__ import annotations
 
-import functools
 import re
-import tomllib
 
-from modelrepo.paths import REPO_ROOT
-
-
-@functools.cache
-def _pyproject() -> dict:
-    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)
+from modelrepo.pins import pyproject
 
 
 def _normalise(name: str) -> str:
@@ -26,7 +18,7 @@ def _normalise(name: str) -> str:
 def pinned_dependencies() -> dict[str, str]:
     """normalised name -> the requirement as pinned in [project.dependencies] ("name==version")."""
     pinned = {}
-    for requirement in _pyproject()["project"]["dependencies"]:
+    for requirement in pyproject()["project"]["dependencies"]:
         name = re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0]
         pinned[_normalise(name)] = requirement
     return pinned
@@ -34,7 +26,7 @@ def pinned_dependencies() -> dict[str, str]:
 
 def serving_requirements() -> list[str]:
     pinned = pinned_dependencies()
-    names = _pyproject()["tool"]["modelrepo"]["serving_requirements"]
+    names = pyproject()["tool"]["modelrepo"]["serving_requirements"]
     unpinned = [n for n in names if _normalise(n) not in pinned]
     if unpinned:
         raise ValueError(f"serving_requirements {unpinned} are not pinned in [project.dependencies]")

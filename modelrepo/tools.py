@@ -6,56 +6,55 @@ Pinned in pyproject.toml ([tool.modelrepo] apt_tools, [tool.modelrepo.tool_venvs
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
-from modelrepo.paths import REPO_ROOT, cache_dir
+from modelrepo.paths import cache_dir
+from modelrepo.pins import project_settings
 
 
 class ToolMissing(RuntimeError):
     """A tool is not installed; the message says how to get it."""
 
 
-@functools.cache
-def _settings() -> dict:
-    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["tool"]["modelrepo"]
-
-
 def venv_requirements(venv: str) -> list[str]:
-    return list(_settings()["tool_venvs"][venv])
+    return list(project_settings()["tool_venvs"][venv])
 
 
 def venv_dir(venv: str) -> Path:
     return cache_dir() / "tools" / venv
 
 
-def _marker(venv: str) -> Path:
+def _marker(path: Path, requirements: list[str]) -> Path:
     # Named after the requirements, so changing a pin reinstalls.
     import hashlib
 
-    digest = hashlib.sha256("\n".join(venv_requirements(venv)).encode()).hexdigest()[:12]
-    return venv_dir(venv) / f".installed-{digest}"
+    digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:12]
+    return path / f".installed-{digest}"
+
+
+def ensure_venv(path: Path, requirements: list[str]) -> Path:
+    """The bin/ folder of a venv at `path` holding `requirements`, installed once (again when they
+    change): tools whose dependencies clash with ours (checkov, Model Analyzer, genai-perf need numpy 2)."""
+    marker = _marker(path, requirements)
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
+        subprocess.run([str(path / "bin" / "pip"), "install", "--quiet", *requirements], check=True)
+        marker.touch()
+    return path / "bin"
 
 
 def install_venv(venv: str) -> Path:
-    if not _marker(venv).exists():
-        path = venv_dir(venv)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
-        subprocess.run([str(path / "bin" / "pip"), "install", "--quiet", *venv_requirements(venv)], check=True)
-        _marker(venv).touch()
-    return venv_dir(venv) / "bin"
+    return ensure_venv(venv_dir(venv), venv_requirements(venv))
 
 
 def venv_tool(venv: str, executable: str) -> str:
     """Path of `executable` in tool venv `venv`; ToolMissing if `make tools` has not installed it."""
     path = venv_dir(venv) / "bin" / executable
-    if not _marker(venv).exists() or not path.exists():
+    if not _marker(venv_dir(venv), venv_requirements(venv)).exists() or not path.exists():
         raise ToolMissing(f"{executable} is not installed in {venv_dir(venv)}: run `make tools`")
     return str(path)
 
@@ -69,7 +68,7 @@ def system_tool(executable: str) -> str:
 
 
 def apt_packages() -> list[str]:
-    return list(_settings()["apt_tools"])
+    return list(project_settings()["apt_tools"])
 
 
 # Debian package → an executable it provides (how we tell whether it is installed).
@@ -93,7 +92,7 @@ def install_apt_packages() -> None:
 def main() -> int:
     try:
         install_apt_packages()
-        for venv in _settings()["tool_venvs"]:
+        for venv in project_settings()["tool_venvs"]:
             print(f"tool venv {venv}: {install_venv(venv)}", flush=True)
     except (ToolMissing, subprocess.CalledProcessError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -89,15 +89,9 @@ def wrapper_script(folder: Path) -> Path:
 def tool_venv(name: str, requirement: str) -> Path:
     """The bin/ folder of `.cache/<name>`, a venv of its own holding `requirement` (installed once):
     peer tools whose dependencies clash with ours (Model Analyzer and genai-perf need numpy 2)."""
-    import subprocess
+    from modelrepo.tools import ensure_venv
 
-    venv = cache_dir() / name
-    marker = venv / f".installed-{requirement}"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", requirement], check=True)
-        marker.touch()
-    return venv / "bin"
+    return ensure_venv(cache_dir() / name, [requirement])
 
 
 def exec_perf_analyzer(args: list[str]) -> None:

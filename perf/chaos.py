@@ -75,13 +75,6 @@ def grpc_admin(server: TritonServer):
     return grpcclient.InferenceServerClient(server.grpc_url), {GRPC_ADMIN_HEADER: server.admin_key}
 
 
-def http_status(server: TritonServer, path: str) -> int:
-    try:
-        return urllib.request.urlopen(f"http://{server.http_url}{path}", timeout=5).status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
 def summarise(results, since: float) -> dict:
     after = [r for r in results if r.scheduled >= since]
     return {"requests": len(after), "failed": sum(1 for r in after if r.error),
@@ -103,9 +96,9 @@ def kill_stub(workdir: Path, victim: str = "credit_preprocess", rate: float = 10
             figures["killed_stub"] = f"{stub.instance} (pid {stub.pid}, version {stub.version})"
             time.sleep(observe_s)
             figures["while_dead"] = {
-                "health_ready": http_status(server, "/v2/health/ready"),
-                "health_live": http_status(server, "/v2/health/live"),
-                "model_ready": http_status(server, f"/v2/models/{victim}/ready"),
+                "health_ready": server._http("GET", "/v2/health/ready")[0],
+                "health_live": server._http("GET", "/v2/health/live")[0],
+                "model_ready": server._http("GET", f"/v2/models/{victim}/ready")[0],
                 "index_state": server.model_states().get(victim),
                 "stub_restarted_by_triton": any(s.model == victim for s in stub_processes(server.process.pid)),
                 "server_alive": server.process.poll() is None,
@@ -127,7 +120,7 @@ def kill_stub(workdir: Path, victim: str = "credit_preprocess", rate: float = 10
         failing = [r.latency for r in results if r.scheduled >= killed and r.error]
         figures["failed_latency_s"] = {"p50": round(float(np.median(failing)), 2), "max": round(max(failing), 2)} if failing else None
         figures["last_3s_failed"] = summarise(results, time.monotonic() - 3)["failed"]
-        figures["health_ready_after"] = http_status(server, "/v2/health/ready")
+        figures["health_ready_after"] = server._http("GET", "/v2/health/ready")[0]
         stopping = time.monotonic()
     figures["stop_seconds"] = round(time.monotonic() - stopping, 1)
     figures["stop_exit_code"] = server.process.returncode

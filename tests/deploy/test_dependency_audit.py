@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tomllib
 import warnings
 
-from modelrepo.paths import REPO_ROOT
+from modelrepo.pins import project_settings
 from modelrepo.tools import venv_tool
 
 
 def allow_list() -> dict[str, str]:
-    with open(REPO_ROOT / "pyproject.toml", "rb") as f:
-        return tomllib.load(f)["tool"]["modelrepo"]["pip_audit"]["allow"]
+    return project_settings()["pip_audit"]["allow"]
 
 
 def test_pinned_dependencies_have_no_unreviewed_known_vulnerabilities(tmp_path):

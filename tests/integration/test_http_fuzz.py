@@ -22,12 +22,13 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import os
 import random
 import struct
 import time
 
 import pytest
+
+from modelrepo.triton.recovery import stub_processes
 
 SEED = 2051
 BODIES_PER_MODEL = 200
@@ -220,29 +221,13 @@ def check_ok_answer(model: str, headers: dict, payload: bytes) -> None:
     assert offset == len(binary)
 
 
-def stub_processes(server) -> dict[int, str]:
-    """pid -> command line of every Python-backend stub the server started."""
-    stubs = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-            if ppid != server.process.pid:
-                continue
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        if "triton_python_backend_stub" in command:
-            stubs[int(entry)] = command
-    return stubs
+def live_stubs(server) -> set:
+    return set(stub_processes(server.process.pid))
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_random_and_malformed_bodies_get_client_errors_or_well_formed_answers(server, model):
-    stubs_before = stub_processes(server)
+    stubs_before = live_stubs(server)
     assert stubs_before, "no Python-backend stubs found under the server process"
     rng = random.Random(f"{SEED}-{model}")
     started = time.monotonic()
@@ -266,5 +251,5 @@ def test_random_and_malformed_bodies_get_client_errors_or_well_formed_answers(se
     assert sum(tally.values()) == BODIES_PER_MODEL
     assert any(400 <= s < 500 for s in tally), tally  # the corpus does reach the refusals
     assert server.is_ready()
-    assert stub_processes(server) == stubs_before  # same stubs, none died or restarted
+    assert live_stubs(server) == stubs_before  # same stubs, none died or restarted
     assert time.monotonic() - started < 60

@@ -17,16 +17,21 @@ from tests.integration.triton_calls import scrape_metrics, texts
 REVIEW = "The battery lasts two days and the screen is sharp, but the speaker crackles at full volume. " * 3
 
 
-def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) -> list[tuple[str, float]]:
-    """`count` requests at once (async gRPC): (status, seconds) each; status "OK" or the error's code."""
-    client = grpcclient.InferenceServerClient(grpc_url)
-    results: list[tuple[str, float]] = []
-    done = threading.Semaphore(0)
+def grpc_tensors(inputs: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
     tensors = []
     for name, array in inputs.items():
         tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
         tensor.set_data_from_numpy(array)
         tensors.append(tensor)
+    return tensors
+
+
+def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) -> list[tuple[str, float]]:
+    """`count` requests at once (async gRPC): (status, seconds) each; status "OK" or the error's code."""
+    client = grpcclient.InferenceServerClient(grpc_url)
+    results: list[tuple[str, float]] = []
+    done = threading.Semaphore(0)
+    tensors = grpc_tensors(inputs)
 
     def callback(started, result, error):
         results.append(("OK" if error is None else error.status(), time.monotonic() - started))
@@ -42,11 +47,7 @@ def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) 
 
 
 def one_request_seconds(grpc_client, model: str, inputs: dict[str, np.ndarray]) -> float:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
+    tensors = grpc_tensors(inputs)
     started = time.monotonic()
     grpc_client.infer(model, tensors)
     return time.monotonic() - started
