@@ -173,11 +173,7 @@ def new_version_and_unload_canary(workdir: Path, rate: float = 10.0) -> dict:
 
 
 def fallbacks(server: TritonServer) -> float:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "credit_router_fallbacks_total")
+    return sum(server.metrics().get("credit_router_fallbacks_total", {}).values())
 
 
 def report(kill: dict, reload: dict, command: str) -> str:

@@ -212,6 +212,18 @@ class TritonServer:
         except urllib.error.HTTPError as err:
             return err.code, err.read()
 
+    def metrics(self) -> dict[str, dict[tuple, float]]:
+        """Every sample on the metrics port: name -> {sorted label items: value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        values: dict[str, dict[tuple, float]] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+        return values
+
     def is_ready(self) -> bool:
         try:
             return self._http("GET", "/v2/health/ready")[0] == 200

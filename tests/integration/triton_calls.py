@@ -40,13 +40,4 @@ __all__ = ["Caller", "InferenceServerException", "PROTOCOLS", "texts"]
 
 def scrape_metrics(server) -> dict[str, dict[tuple, float]]:
     """Every sample on the metrics port: name -> {sorted label items: value}."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
-    values: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return values
+    return server.metrics()
