@@ -113,7 +113,7 @@ ENV PATH=/opt/modelrepo/venv/bin:${PATH} \
     HOME=/home/modelrepo \
     MODELREPO_VARIANT=${VARIANT}
 COPY modelrepo/__init__.py /opt/modelrepo/lib/modelrepo/__init__.py
-COPY modelrepo/triton/__init__.py modelrepo/triton/flags.py modelrepo/triton/launch.py /opt/modelrepo/lib/modelrepo/triton/
+COPY modelrepo/triton/__init__.py modelrepo/triton/flags.py modelrepo/triton/control.py modelrepo/triton/recovery.py modelrepo/triton/launch.py /opt/modelrepo/lib/modelrepo/triton/
 COPY python_backends /opt/modelrepo/lib/modelrepo/python_backends
 COPY --from=repository /out/model_repository /models
 # uid 1000, no login shell; HOME and /tmp are the only places it writes (k8s mounts emptyDirs there).

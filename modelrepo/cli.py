@@ -25,6 +25,7 @@ def _serve(args: argparse.Namespace) -> int:
         args.metrics_port,
         args.model_control_mode,
         args.startup_timeout,
+        exit_on_error=args.exit_on_error == "true",
     )
 
 
@@ -176,6 +177,13 @@ def parser() -> argparse.ArgumentParser:
         help="explicit (default) loads every model at start and allows config reloads with the admin key",
     )
     serve.add_argument("--startup-timeout", type=float, default=300.0, help="seconds to wait for READY")
+    serve.add_argument(
+        "--exit-on-error",
+        choices=["true", "false"],
+        default="true",
+        help="true (default): a model that fails to load stops the server; false: the other models keep serving "
+        "and /v2/health/ready stays false until it loads",
+    )
     serve.set_defaults(func=_serve)
 
     build = commands.add_parser(

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from modelrepo.triton.admin import ADMIN_HEADER, admin_key
-from modelrepo.triton.recovery import StubWatch, heal
+from modelrepo.triton.control import ControlError
+from modelrepo.triton.recovery import supervise
 from modelrepo.triton.server import ModelsFailedToLoad, ServerStartError, StartupCancelled, TritonServer
 
 
@@ -19,6 +20,7 @@ def serve(
     metrics_port: int,
     model_control_mode: str,
     startup_timeout_s: float,
+    exit_on_error: bool = True,
 ) -> int:
     key, key_source = admin_key(create=True)
     server = TritonServer(
@@ -28,6 +30,7 @@ def serve(
         metrics_port=metrics_port,
         admin_key=key,
         model_control_mode=model_control_mode,
+        exit_on_error=exit_on_error,
     )
     stopping = False
 
@@ -47,15 +50,17 @@ def serve(
     except StartupCancelled:
         print("tritonserver stopped before it was ready.")
         return 0
-    except ModelsFailedToLoad as err:  # only with --exit-on-error=false: the other models serve
-        print(f"error: {err}\nthe other models serve; /v2/health/ready stays false until these load", file=sys.stderr)
-    except ServerStartError as err:
+    except ModelsFailedToLoad as err:  # only with --exit-on-error false: the other models serve
+        print(f"error: {err}\nthe other models serve; /v2/health/ready stays false until these load", file=sys.stderr,
+              flush=True)
+    except (ServerStartError, ControlError) as err:
         server.stop()
         print(f"error: {err}", file=sys.stderr)
         return 1
-    models = ", ".join(sorted(server.model_states()))
+    states = server.model_states()
+    ready = ", ".join(sorted(name for name, state in states.items() if state == "READY"))
     print(
-        f"READY in {time.monotonic() - started:.1f} s: {models}\n"
+        f"{'READY' if server.is_ready() else 'SERVING (not ready)'} in {time.monotonic() - started:.1f} s: {ready}\n"
         f"  HTTP     http://{server.http_url}   (e.g. curl {server.http_url}/v2/health/ready)\n"
         f"  gRPC     {server.grpc_url}\n"
         f"  metrics  {server.metrics_url}\n"
@@ -63,13 +68,8 @@ def serve(
         "Ctrl-C stops the server.",
         flush=True,
     )
-    watch = StubWatch(server.process.pid)  # Triton does not restart a dead Python stub: we reload its model
-    while not stopping and server.process.poll() is None:
-        time.sleep(0.5)
-        try:
-            heal(server, watch, log=lambda line: print(line, flush=True))
-        except (OSError, ServerStartError) as err:
-            print(f"error: could not reload a model whose stub died: {err}", file=sys.stderr, flush=True)
+    # Triton does not restart a dead Python stub: we reload its model.
+    supervise(server.process, server, lambda: stopping, log=lambda line: print(line, flush=True))
     if not stopping:
         print(f"tritonserver exited by itself with code {server.process.returncode} (log: {server.log_path})")
         return server.process.returncode or 1

@@ -29,6 +29,7 @@ def tritonserver_args(
     model_control_mode: str = "explicit",
     load_models: Sequence[str] = ("*",),
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    exit_on_error: bool = True,
 ) -> list[str]:
     """Every tritonserver flag but the binary and the install-specific directories (backends, caches)."""
     args = [
@@ -41,6 +42,9 @@ def tritonserver_args(
         f"--cache-config=local,size={cache_bytes}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         "--strict-readiness=true",
+        # true: a model that fails to load ends the server (a crash loop in k8s, old pods keep serving);
+        # false: the rest serve and /v2/health/ready stays false until it loads.
+        f"--exit-on-error={'true' if exit_on_error else 'false'}",
         # p50..p99 summaries per model (the alert rules' latency quantiles) and the decoupled models'
         # time-to-first-response histogram.
         "--metrics-config=summary_latencies=true",

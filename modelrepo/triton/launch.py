@@ -1,4 +1,9 @@
-"""The container image's entrypoint: exec tritonserver with the flags `modelrepo serve` uses.
+"""The container image's entrypoint: tritonserver with the flags `modelrepo serve` uses, supervised.
+
+Triton 2.51 neither restarts a killed Python stub nor reports it (every probe stays green while the
+model fails every request), so by default this process starts tritonserver as its child, forwards
+SIGTERM / SIGINT to it, and reloads any model whose stub died (modelrepo.triton.recovery), as
+`modelrepo serve` does; it exits with tritonserver's exit code.
 
 Environment:
   MODELREPO_ADMIN_KEY   required: unlocks the restricted model-repository / model-config APIs
@@ -7,6 +12,9 @@ Environment:
                         environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, …)
   TRITON_HTTP_PORT / TRITON_GRPC_PORT / TRITON_METRICS_PORT   default 8000 / 8001 / 8002
   TRITONSERVER          default /opt/tritonserver/bin/tritonserver
+  TRITON_EXIT_ON_ERROR  true (default): a model that fails to load stops the server (the pod restarts,
+                        old pods keep serving); false: the rest serve, /v2/health/ready stays false
+  MODELREPO_SUPERVISE   true (default): heal dead stubs as above; false: exec tritonserver directly
 
 `--print` shows the command instead of running it; `--health` is the image's HEALTHCHECK (exit 0 iff
 GET /v2/health/ready on the HTTP port answers 200). Standard library only, Python 3.10-compatible.
@@ -15,10 +23,14 @@ GET /v2/health/ready on the HTTP port answers 200). Standard library only, Pytho
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 
+from modelrepo.triton.control import RunningServer
 from modelrepo.triton.flags import DEFAULT_PORTS, tritonserver_args
+from modelrepo.triton.recovery import supervise
 
 ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
 DEFAULT_MODEL_REPOSITORY = "/models"  # NGC convention; the image copies the repository here
@@ -37,6 +49,13 @@ def _port(env: Mapping[str, str], name: str) -> int:
     return int(raw)
 
 
+def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
+    raw = env.get(variable, "true" if default else "false").strip().lower()
+    if raw not in ("true", "false"):
+        raise LaunchError(f"{variable}={raw!r}: must be true or false")
+    return raw == "true"
+
+
 def command(env: Mapping[str, str]) -> list[str]:
     key = env.get(ADMIN_KEY_ENV, "").strip()
     if not key:
@@ -50,6 +69,7 @@ def command(env: Mapping[str, str]) -> list[str]:
             grpc_port=_port(env, "grpc"),
             metrics_port=_port(env, "metrics"),
             admin_key=key,
+            exit_on_error=_flag(env, "TRITON_EXIT_ON_ERROR", True),
         ),
     ]
 
@@ -75,15 +95,36 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if ready(os.environ) else 1
     try:
         cmd = command(os.environ)
+        supervised = _flag(os.environ, "MODELREPO_SUPERVISE", True)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     key = os.environ[ADMIN_KEY_ENV].strip()
-    print("exec " + " ".join(redacted(cmd, key)), flush=True)  # the key never reaches the log
+    # The key never reaches the log.
+    print(("supervise " if supervised else "exec ") + " ".join(redacted(cmd, key)), flush=True)
     if "--print" in argv:
         return 0
-    os.execv(cmd[0], cmd)
-    return 1  # not reached
+    if not supervised:
+        os.execv(cmd[0], cmd)
+    return run_supervised(cmd, RunningServer(f"127.0.0.1:{_port(os.environ, 'http')}", key))
+
+
+def run_supervised(cmd: list[str], server: RunningServer) -> int:
+    """tritonserver as a child: signals forwarded, dead stubs healed; returns its exit code."""
+    process = subprocess.Popen(cmd)
+    stopping = False
+
+    def forward(signum, _frame):
+        nonlocal stopping
+        stopping = True
+        process.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    supervise(process, server, lambda: stopping, log=lambda line: print(line, flush=True))
+    code = process.wait()
+    print(f"tritonserver exited with code {code}", flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -12,14 +12,21 @@ The answer here: the stubs are children of tritonserver whose argv names their m
 that died while their model is still READY; `TritonServer.reload_model` then reloads the model with its
 current config plus a changed marker parameter (an unchanged `load` is a no-op), which starts fresh
 stubs. The dead instance's unload never completes, so the next SIGTERM shutdown waits the full exit
-timeout (15 s) before tritonserver gives up.
+timeout (15 s) before tritonserver gives up. `supervise` runs that loop for `modelrepo serve` and for
+the image's entrypoint alike. Standard library only, Python 3.10-compatible (the image runs it).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from modelrepo.triton.control import ControlError, ServerControl
 
 STUB_BINARY = "triton_python_backend_stub"
 
@@ -95,7 +102,7 @@ class StubWatch:
         return dead
 
 
-def heal(server, watch: StubWatch, log=print) -> list[str]:
+def heal(server: ServerControl, watch: StubWatch, log=print) -> list[str]:
     """One round: reload every model whose stub was killed while the index still calls it READY
     (not unloaded on purpose). Returns the models reloaded."""
     dead = watch.poll()
@@ -108,3 +115,15 @@ def heal(server, watch: StubWatch, log=print) -> list[str]:
         seconds = server.reload_model(model)
         log(f"model '{model}' reloaded in {seconds:.1f} s")
     return models
+
+
+def supervise(process: subprocess.Popen, server: ServerControl, stopping: Callable[[], bool], log=print,
+              interval_s: float = 0.5) -> None:
+    """Until tritonserver exits or `stopping()` is true: reload every model whose stub was killed."""
+    watch = StubWatch(process.pid)
+    while not stopping() and process.poll() is None:
+        time.sleep(interval_s)
+        try:
+            heal(server, watch, log=log)
+        except (OSError, ControlError) as err:  # keep watching: the next death may still be healed
+            print(f"error: could not reload a model whose stub died: {err}", file=sys.stderr, flush=True)

@@ -7,7 +7,6 @@ exercise is what users run.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import signal
@@ -15,14 +14,14 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
-from modelrepo.triton.flags import ADMIN_HEADER, DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, tritonserver_args
+from modelrepo.triton.control import ControlError, ServerControl
+from modelrepo.triton.flags import DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, tritonserver_args
 
 
 class ServerStartError(RuntimeError):
@@ -131,7 +130,7 @@ def describe_failures(failures: dict[str, str]) -> str:
 
 
 @dataclass
-class TritonServer:
+class TritonServer(ServerControl):
     model_repository: Path
     http_port: int = 8000
     grpc_port: int = 8001
@@ -142,6 +141,8 @@ class TritonServer:
     model_control_mode: str = "explicit"
     load_models: tuple[str, ...] = ("*",)  # explicit mode: what to load at start (an ensemble brings its steps)
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    # False: a model that fails to load leaves the rest serving (readiness false) instead of ending the server.
+    exit_on_error: bool = True
     log_path: Path | None = None
     extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen | None = field(default=None, init=False)
@@ -171,6 +172,7 @@ class TritonServer:
                 model_control_mode=self.model_control_mode,
                 load_models=self.load_models,
                 cache_bytes=self.cache_bytes,
+                exit_on_error=self.exit_on_error,
             ),
             # The wheel's layout, not the image's (/opt/tritonserver/{backends,caches} are defaults there).
             f"--backend-directory={backend_dir}",
@@ -202,16 +204,6 @@ class TritonServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
-    def _http(self, method: str, path: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://{self.http_url}{path}", data=body, method=method)
-        if self.admin_key:
-            request.add_header(ADMIN_HEADER, self.admin_key)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as err:
-            return err.code, err.read()
-
     def metrics(self) -> dict[str, dict[tuple, float]]:
         """Every sample on the metrics port: name -> {sorted label items: value}."""
         from prometheus_client.parser import text_string_to_metric_families
@@ -223,45 +215,6 @@ class TritonServer:
             for sample in family.samples:
                 values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
         return values
-
-    def is_ready(self) -> bool:
-        try:
-            return self._http("GET", "/v2/health/ready")[0] == 200
-        except OSError:
-            return False
-
-    def model_states(self) -> dict[str, str]:
-        """name -> state from the repository index (a restricted API: needs the admin key)."""
-        status, body = self._http("POST", "/v2/repository/index", b"{}")
-        if status != 200:
-            raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
-        return {entry["name"]: entry.get("state", "") for entry in json.loads(body)}
-
-    def model_index(self) -> list[dict]:
-        """The repository index: one entry per model version (name, version, state, reason)."""
-        status, body = self._http("POST", "/v2/repository/index", b"{}")
-        if status != 200:
-            raise ServerStartError(f"repository index answered HTTP {status}: {body[:200]!r}")
-        return json.loads(body)
-
-    def reload_model(self, name: str, timeout_s: float = 300.0) -> float:
-        """Reload `name` with fresh instances (new stub processes); returns the seconds it took.
-
-        Triton treats a load with nothing changed as a no-op, so the current config is sent back as an
-        override with a marker parameter changed. Traffic keeps flowing: Triton swaps to the new
-        instances once they are ready (the old ones are unloaded after).
-        """
-        status, body = self._http("GET", f"/v2/models/{name}/config")
-        if status != 200:
-            raise ServerStartError(f"config of '{name}' answered HTTP {status}: {body[:200]!r}")
-        config = json.loads(body)
-        config.setdefault("parameters", {})["modelrepo_reloaded_at"] = {"string_value": f"{time.time():.6f}"}
-        started = time.monotonic()
-        payload = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-        status, body = self._http("POST", f"/v2/repository/models/{name}/load", payload, timeout=timeout_s)
-        if status != 200:
-            raise ServerStartError(f"reloading '{name}' answered HTTP {status}: {body[:300]!r}")
-        return time.monotonic() - started
 
     def wait_until_ready(self, timeout_s: float = 300.0, cancelled: Callable[[], bool] = lambda: False) -> float:
         """Block until every model is READY; returns the seconds it took. Fails fast on a dead server."""
@@ -308,7 +261,7 @@ class TritonServer:
             if self._http("GET", "/v2/health/live")[0] != 200:
                 return {}
             index = self.model_index()
-        except (OSError, ServerStartError):
+        except (OSError, ControlError):
             return {}
         return {
             e["name"]: f"version {e.get('version', '?')}: {e['reason'].strip().splitlines()[0]}"

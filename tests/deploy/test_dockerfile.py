@@ -123,6 +123,37 @@ def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it(
         launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_HTTP_PORT": "http"})
 
 
+def imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_the_image_copies_the_launchers_modelrepo_imports_and_they_need_only_the_stdlib():
+    # The runtime stage copies single modules of modelrepo (not the package, which needs the build
+    # dependencies): every module launch.py reaches must be copied, and none may import a third-party one.
+    copied = set(next(line for line in dockerfile_text().splitlines()
+                      if line.startswith("COPY modelrepo/triton/")).split()[1:-1]) | {"modelrepo/__init__.py"}
+    reached, todo = set(), ["modelrepo.triton.launch"]
+    while todo:
+        module = todo.pop()
+        path = f"{module.replace('.', '/')}.py"
+        if path in reached:
+            continue
+        reached.add(path)
+        for name in imported_modules(REPO_ROOT / path):
+            top = name.split(".")[0]
+            if top == "modelrepo":
+                todo.append(name)
+            else:
+                assert top in sys.stdlib_module_names or top == "__future__", f"{path} imports {name}: not in the image"
+    assert reached | {"modelrepo/__init__.py", "modelrepo/triton/__init__.py"} == copied
+
+
 def third_party_imports(folder: Path) -> set[str]:
     stdlib = set(sys.stdlib_module_names) | {"modelrepo", "triton_python_backend_utils"}
     found = set()

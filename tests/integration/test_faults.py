@@ -5,8 +5,10 @@ canary unloaded under load (zero failed requests), and a model that cannot load.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -113,3 +115,75 @@ def test_with_exit_on_error_false_the_other_models_serve_and_readiness_is_false(
         assert out["DECISION"][0, 0] in (b"approve", b"review", b"decline")
     finally:
         server.stop()
+
+
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tmp_path):
+    # The image's ENTRYPOINT (modelrepo.triton.launch) on the embedded server: TRITONSERVER is a
+    # wrapper adding the wheel's install-specific directories, exec'd so it is tritonserver itself.
+    from modelrepo.perf.chaos import credit_call
+    from modelrepo.perf.fixed_rate import FixedRateLoad
+    from modelrepo.triton.control import RunningServer
+    from modelrepo.triton.recovery import stub_processes
+    from modelrepo.triton.server import TritonServer, prepare_backend_dir
+
+    repository = copy_models(FUSED_MODELS, tmp_path / "repository")
+    local = TritonServer(repository, 0, 0, 0, admin_key=None)
+    binary, *install_specific = [a for a in local.command(prepare_backend_dir(tmp_path / "backends"))
+                                 if not a.startswith("--") or a.startswith(("--backend-directory", "--cache-directory"))]
+    wrapper = tmp_path / "tritonserver"
+    wrapper.write_text(f'#!/bin/sh\nexec {binary} "$@" {" ".join(install_specific)}\n')
+    wrapper.chmod(0o755)
+    http, grpc, metrics = free_ports(3)
+    key = "entrypoint-test-key"
+    env = {**local.environment(), "MODELREPO_ADMIN_KEY": key, "MODEL_REPOSITORY": str(repository),
+           "TRITONSERVER": str(wrapper), "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc),
+           "TRITON_METRICS_PORT": str(metrics), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "launch.log"
+    with open(log, "wb") as out:
+        launcher = subprocess.Popen([sys.executable, "-m", "modelrepo.triton.launch"], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+    try:
+        server = RunningServer(f"127.0.0.1:{http}", key)
+        deadline = time.monotonic() + 180
+        while not server.is_ready():
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        (tritonserver,) = child_pids(launcher.pid)
+        server.grpc_url, server.admin_key = f"127.0.0.1:{grpc}", key
+        with FixedRateLoad({"credit_default_fused": credit_call(server, "credit_default_fused")}, 10.0) as load:
+            time.sleep(2)
+            stub = next(s for s in stub_processes(tritonserver) if s.model == "credit_preprocess")
+            killed = time.monotonic()
+            os.kill(stub.pid, signal.SIGKILL)
+            while "model 'credit_preprocess' reloaded" not in log.read_text():
+                assert time.monotonic() - killed < 30, log.read_text()[-3000:]
+                time.sleep(0.5)
+            time.sleep(3)
+        results = load.snapshot()
+        assert any(r.error for r in results if r.scheduled >= killed), "the kill went unnoticed by the load"
+        assert not [r.error for r in results if r.scheduled >= time.monotonic() - 2.5], "still failing after the reload"
+        launcher.send_signal(signal.SIGTERM)
+        code = launcher.wait(timeout=60)
+        # SIGTERM reached tritonserver through the launcher; the dead instance makes its unload time out.
+        assert "tritonserver exited with code" in log.read_text()
+        assert code == int(log.read_text().rsplit("tritonserver exited with code ", 1)[1].split()[0])
+        assert not child_pids(launcher.pid)
+        assert key not in log.read_text().split("\n", 1)[0]  # the command line is logged redacted
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in child_pids(launcher.pid):
+            os.kill(pid, signal.SIGKILL)
