@@ -15,7 +15,6 @@ import secrets
 import shutil
 import signal
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from modelrepo.perf.chaos import FUSED_MODELS, copy_models, kill_stub, new_version_and_unload_canary, small_server
-from modelrepo.triton.server import ModelsFailedToLoad, free_ports
+from modelrepo.perf.chaos import FUSED_MODELS, copy_models, kill_stub, new_version_and_unload_canary
+from modelrepo.triton.server import free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -93,28 +93,41 @@ def test_serve_names_the_model_that_failed_to_load_and_why(broken_repository):
 
 
 def test_with_exit_on_error_false_the_other_models_serve_and_readiness_is_false(broken_repository, tmp_path):
-    # The proposed flag (not in modelrepo.triton.flags yet): the rest serves, readiness reports the failure.
-    server = small_server(broken_repository, ("*",), tmp_path / "triton.log")
-    server.extra_args = ["--exit-on-error=false"]
-    server.start()
+    import tritonclient.grpc as grpcclient
+
+    from modelrepo.build.credit import request_arrays
+    from modelrepo.triton.client import infer
+    from modelrepo.triton.control import RunningServer
+
+    http, grpc, metrics = free_ports(3)
+    cmd = [sys.executable, "-m", "modelrepo.cli", "serve", "--model-repository", str(broken_repository),
+           "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
+           "--startup-timeout", "120", "--exit-on-error", "false"]
+    env = dict(os.environ, MODELREPO_ADMIN_KEY="test-key", PYTHONUNBUFFERED="1")
+    out, err = tmp_path / "serve.out", tmp_path / "serve.err"
+    with open(out, "wb") as stdout, open(err, "wb") as stderr:
+        process = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=stderr)
     try:
-        with pytest.raises(ModelsFailedToLoad) as failed:
-            server.wait_until_ready(timeout_s=120)
-        assert list(failed.value.failures) == ["broken"]
-        assert "weights file is corrupt" in failed.value.failures["broken"]
-        assert server.process.poll() is None
+        deadline = time.monotonic() + 150
+        while "SERVING (not ready)" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, (out.read_text(), err.read_text())
+            time.sleep(0.5)
+        summary = err.read_text().split("models that failed to load:\n", 1)[1].splitlines()[0]
+        assert summary == "  broken (version 1: Internal: RuntimeError: weights file is corrupt (planted by the test))"
+        assert "the other models serve" in err.read_text()
+        server = RunningServer(f"127.0.0.1:{http}", "test-key")
         assert server._http("GET", "/v2/health/ready")[0] == 400
         assert server._http("GET", "/v2/health/live")[0] == 200
-        import tritonclient.grpc as grpcclient
-
-        from modelrepo.build.credit import request_arrays
-        from modelrepo.triton.client import infer
-
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        out = infer(grpcclient, client, "credit_default_fused", request_arrays(np.array([[0.0, 1700.0, 30000.0]])), ["DECISION"])
-        assert out["DECISION"][0, 0] in (b"approve", b"review", b"decline")
+        assert server.model_states()["credit_default_fused"] == "READY"
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")
+        out_tensors = infer(grpcclient, client, "credit_default_fused", request_arrays(np.array([[0.0, 1700.0, 30000.0]])),
+                            ["DECISION"])
+        assert out_tensors["DECISION"][0, 0] in (b"approve", b"review", b"decline")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
     finally:
-        server.stop()
+        if process.poll() is None:
+            process.kill()
 
 
 def child_pids(pid: int) -> list[int]:
@@ -174,7 +187,8 @@ def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tm
             time.sleep(3)
         results = load.snapshot()
         assert any(r.error for r in results if r.scheduled >= killed), "the kill went unnoticed by the load"
-        assert not [r.error for r in results if r.scheduled >= time.monotonic() - 2.5], "still failing after the reload"
+        recent = [r for r in results if r.scheduled >= time.monotonic() - 2.5]
+        assert recent and not [r.error for r in recent if r.error], "still failing after the reload"
         launcher.send_signal(signal.SIGTERM)
         code = launcher.wait(timeout=60)
         # SIGTERM reached tritonserver through the launcher; the dead instance makes its unload time out.
