@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Optional dependency groups; the Dockerfile's build stage sets EXTRAS= (artifacts only).
 EXTRAS ?= test,bench
 
-.PHONY: serve test build install tools test-fast soak chaos clean
+.PHONY: serve test build install tools test-fast soak chaos overload clean
 
 serve: build
 	$(BIN)/modelrepo serve
@@ -15,12 +15,15 @@ test: build tools
 	$(BIN)/modelrepo check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Reliability runs, not part of `make test` (results in perf/results/soak.md and faults.md).
+# Reliability runs, not part of `make test` (results in perf/results/soak.md, faults.md and overload_*.md).
 soak: build
 	$(BIN)/python -m modelrepo.perf.soak $(SOAK_ARGS)
 
 chaos: build
 	$(BIN)/python -m modelrepo.perf.chaos $(CHAOS_ARGS)
+
+overload: build
+	$(BIN)/python -m modelrepo.perf.overload $(OVERLOAD_ARGS)
 
 # Unit tests only (no server start).
 test-fast: install
