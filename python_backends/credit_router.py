@@ -22,6 +22,7 @@ import numpy as np
 from modelrepo.python_backends.batching import Tensors, required
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES
+from modelrepo.python_backends.errors import InputError, refuse_unknown_parameters
 from modelrepo.python_backends.credit_features import (
     INPUT_NAMES,
     CreditInputError,
@@ -34,6 +35,7 @@ from modelrepo.python_backends.routing import RouterPolicy, assign, confident, s
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS, RemoteModelError
 
 OUTPUTS = list(OUTPUT_NAMES)
+ROUTER_PARAMETERS = ("user_id",)  # the only request parameter the router reads
 LATENCY_BUCKETS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]
 
 
@@ -91,6 +93,13 @@ class CreditRouter:
             validate_credit_inputs(request)
         except CreditInputError as err:
             count_rejection(self.rejections, err)
+            raise
+        try:
+            refuse_unknown_parameters(request.get(REQUEST_PARAMETERS) or {}, ROUTER_PARAMETERS,
+                                      "send the caller's id as `user_id` (it keeps canary and A/B assignment sticky)")
+        except InputError:
+            # One fixed label: parameter names come from the client (unbounded label values otherwise).
+            self.rejections.metric({"field": "parameters", "reason": "unknown_parameter"}).increment(1.0)
             raise
         inputs = {name: required(request, name) for name in INPUT_NAMES}
         user_id = request.get(REQUEST_PARAMETERS, {}).get("user_id")

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.errors import InputError, refuse_unknown_parameters
 
 # public inputs of `llm`, `llm_bls`, `llm_cached`
 TEXT_INPUT, MAX_TOKENS, STREAM = "text_input", "max_tokens", "stream"
@@ -84,15 +84,8 @@ def check_sampling(temperature: float, top_p: float, top_k: int, min_length: int
 
 
 def check_parameters(parameters: Mapping[str, object]) -> None:
-    """Request parameters (the KServe `parameters` map; fields of a `generate` body that are not
-    inputs) are refused unless known: a misspelt setting must not be silently ignored."""
-    unknown = sorted(parameters)
-    if unknown:
-        raise InputError(
-            unknown[0],
-            f"is not a known parameter of this model (unknown: {', '.join(unknown)}); "
-            f"send settings as inputs: {', '.join((MAX_TOKENS, *PUBLIC_OPTIONAL))}",
-        )
+    """Request parameters (fields of a `generate` body that are not inputs) are refused: settings are inputs."""
+    refuse_unknown_parameters(parameters, (), f"send settings as inputs: {', '.join((MAX_TOKENS, *PUBLIC_OPTIONAL))}")
 
 
 def pack_word_lists(word_ids: list[list[int]]) -> np.ndarray:

@@ -157,13 +157,25 @@ def test_bad_input_is_refused_by_name_and_the_server_keeps_answering(server, cal
     assert_healthy(server, caller, model)
 
 
-@pytest.mark.parametrize("model", sorted(GOOD))
-def test_unknown_request_parameters_are_ignored_and_change_nothing(server, caller, model):
-    """Triton 2.51 passes request parameters through; these models read none (credit_router reads
-    only `user_id`), so an unknown one changes nothing — the answer equals the plain request's."""
+@pytest.mark.parametrize("model", sorted(set(GOOD) - {"credit_router"}))
+def test_ensembles_ignore_request_parameters_and_answer_the_same(server, caller, model):
+    """Triton 2.51 hands an ensemble's request parameters to no code of ours, and these pipelines read
+    none, so an unknown one changes nothing: the answer equals the plain request's."""
     parameters = {"temprature": "0.5", "useer_id": "x", "priority_level": 3, "flag": True}
     assert_same_answer(caller.infer(model, GOOD[model], OUTPUTS[model], parameters=parameters), baseline(caller, model))
     assert_healthy(server, caller, model)
+
+
+def test_credit_router_refuses_a_misspelt_parameter_by_name(server, caller):
+    # credit_router reads `user_id` (sticky canary / A-B assignment): a misspelling must not route the
+    # request as if it had none.
+    with pytest.raises(InferenceServerException) as raised:
+        caller.infer("credit_router", GOOD["credit_router"], OUTPUTS["credit_router"], parameters={"useer_id": "x"})
+    assert_refusal(raised.value, caller.protocol, ["input 'useer_id'", "is not a known parameter", "known: user_id"])
+    answer = caller.infer("credit_router", GOOD["credit_router"], OUTPUTS["credit_router"], parameters={"user_id": "x"})
+    assert_same_answer({k: v for k, v in answer.items() if k != "ROUTE"},
+                       {k: v for k, v in baseline(caller, "credit_router").items() if k != "ROUTE"})
+    assert_healthy(server, caller, "credit_router")
 
 
 # ------------------------------------------------------------------ shape–data mismatch in the raw request
