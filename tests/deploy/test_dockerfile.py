@@ -121,6 +121,10 @@ def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it(
     assert "--model-repository=s3://bucket/repo" in done.stdout
     with pytest.raises(launch.LaunchError, match="TRITON_HTTP_PORT='http'"):
         launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_HTTP_PORT": "http"})
+    assert "--exit-on-error=true" in launch.command({launch.ADMIN_KEY_ENV: secret})
+    assert "--exit-on-error=false" in launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_EXIT_ON_ERROR": "false"})
+    with pytest.raises(launch.LaunchError, match="TRITON_EXIT_ON_ERROR='no': must be true or false"):
+        launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_EXIT_ON_ERROR": "no"})
 
 
 def imported_modules(path: Path) -> set[str]:
