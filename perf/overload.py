@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
 from modelrepo.perf.results import record
 from modelrepo.triton.server import TritonServer, free_ports
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REFUSAL_P99_S = 1.0
 RECOVERY_S = 10.0
 CLIENTS = 4  # gRPC channels: spreads in-flight requests over connections (HTTP/2 stream limits)
@@ -217,7 +216,7 @@ def run(model: str, budget_ms: float, concurrency: int, multiple: float, normal:
     normal_ms = figures["phases"]["baseline"]["accepted_p99_ms"]
     figures["recovery_s"] = recovery_seconds(sent, overload_end, overload_end + seconds["recovery"], normal_ms)
     figures["windows"] = windows(sent, 0.0, overload_end + seconds["recovery"])
-    figures["plot"] = str(plot(sent, phases, budget_ms, RESULTS / f"{name}.png"))
+    figures["plot"] = str(plot(sent, phases, budget_ms, PERF_RESULTS / f"{name}.png"))
     return figures
 
 

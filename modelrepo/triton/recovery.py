@@ -49,16 +49,21 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+def child_pids(parent_pid: int, zombies: bool = True) -> list[int]:
+    """The processes whose parent is `parent_pid` (zombies too unless `zombies` is False)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat is not None and stat[1] == parent_pid and (zombies or stat[0] != "Z"):
+                children.append(int(entry))
+    return children
+
+
 def stub_processes(server_pid: int) -> list[Stub]:
     """The live (not zombie) Python-backend stubs of one tritonserver."""
     stubs = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        stat = _stat(pid)
-        if stat is None or stat[1] != server_pid or stat[0] == "Z":
-            continue
+    for pid in child_pids(server_pid, zombies=False):
         try:
             argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
         except OSError:

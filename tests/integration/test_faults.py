@@ -130,26 +130,13 @@ def test_with_exit_on_error_false_the_other_models_serve_and_readiness_is_false(
             process.kill()
 
 
-def child_pids(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                children.append(int(entry))
-    return children
-
-
 def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tmp_path):
     # The image's ENTRYPOINT (modelrepo.triton.launch) on the embedded server: TRITONSERVER is a
     # wrapper adding the wheel's install-specific directories, exec'd so it is tritonserver itself.
     from modelrepo.perf.chaos import credit_call
     from modelrepo.perf.fixed_rate import FixedRateLoad
     from modelrepo.triton.control import RunningServer
-    from modelrepo.triton.recovery import stub_processes
+    from modelrepo.triton.recovery import child_pids, stub_processes
     from modelrepo.triton.server import TritonServer, prepare_backend_dir
 
     repository = copy_models(FUSED_MODELS, tmp_path / "repository")
