@@ -7,6 +7,8 @@ that input crushes the channels that matter: "second" is the sensitive node, "fi
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -140,3 +142,26 @@ def test_calibration_accepts_batches_of_different_sequence_lengths(tmp_path, met
     batches = [{"X": RNG.normal(size=(2, length, 4)).astype(np.float32)} for length in (3, 7, 5)]
     cache = quantize.calibrate(path, batches, method, tmp_path / "cache.json")
     assert quantize.qdq_summary(quantize.quantize(path, cache, method, tmp_path / "q.onnx"))["int8_weight_tensors"] == 1
+
+
+def test_histograms_collected_on_every_core_equal_onnxruntimes_own(graph, tmp_path, monkeypatch):
+    """Percentile: the default, and the method whose later batches onnxruntime counts by sorting.
+
+    Later batches hold larger values than the first, so onnxruntime also extends the bins. (Entropy
+    shares the mechanism; its threshold search takes ~8 s per run here, so it is left to the other tests.)
+    """
+    method = "percentile"
+    path, _, _ = graph
+    batches = [{"X": (scale * RNG.normal(size=(64, 8))).astype(np.float32)} for scale in (1, 1.1, 1.05, 1.2)]
+    parallel = quantize.calibrate(path, batches, method, tmp_path / "parallel.json")
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    def onnxruntimes_own(calibrator):
+        return HistogramCollector(calibrator.method, calibrator.symmetric, calibrator.num_bins,
+                                  calibrator.num_quantized_bins, calibrator.percentile, calibrator.scenario)
+
+    monkeypatch.setattr(quantize, "_parallel_histogram_collector", onnxruntimes_own)
+    serial = quantize.calibrate(path, batches, method, tmp_path / "serial.json")
+    ranges = [json.loads(cache.read_text())["data"] for cache in (parallel, serial)]
+    assert ranges[0] == ranges[1]
+    assert {"X", "R"} <= set(ranges[0])  # the two MatMuls' activation inputs
