@@ -165,3 +165,15 @@ def test_histograms_collected_on_every_core_equal_onnxruntimes_own(graph, tmp_pa
     ranges = [json.loads(cache.read_text())["data"] for cache in (parallel, serial)]
     assert ranges[0] == ranges[1]
     assert {"X", "R"} <= set(ranges[0])  # the two MatMuls' activation inputs
+
+
+def test_count_into_edges_equals_numpys_histogram():
+    first = np.histogram(np.abs(RNG.normal(size=5000)).astype(np.float32), bins=2048)[1].astype(np.float32)
+    width = first[1] - first[0]
+    extended = np.hstack((first, np.arange(first[-1] + width, 9 + width, width))).astype(np.float32)
+    values = np.abs(RNG.normal(scale=2, size=200_000)).astype(np.float32)
+    on_edges = extended[RNG.integers(0, len(extended), 500)]  # exactly on an edge, the last one included
+    values = np.concatenate([values, on_edges, [np.nan, -1.0, 50.0, extended[-1], extended[0]]]).astype(np.float32)
+    for edges in (first, extended, np.array([0.0, 0.5, 3.0, 3.1, 20.0], dtype=np.float32)):  # last: far from uniform
+        expected = np.histogram(values, bins=edges)[0]
+        np.testing.assert_array_equal(quantize.count_into_edges(values, edges), expected)
