@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
 from modelrepo.perf.fixed_rate import FixedRateLoad
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.recovery import StubWatch, heal, stub_processes
@@ -30,7 +30,6 @@ ROW = np.array([[0.0, 1700.0, 30000.0]])
 # The fused credit pipeline: 3 Python steps (4 stubs: credit_members_fused has versions 1 and 2).
 FUSED_MODELS = ("credit_default_fused", "credit_preprocess", "credit_members_fused", "credit_aggregate")
 ROUTER_MODELS = (*FUSED_MODELS, "credit_candidate", "credit_router")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def small_server(repository: Path, load_models: tuple[str, ...], log_path: Path) -> TritonServer:
@@ -231,7 +230,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path(".cache/chaos"))
     parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--output", type=Path, default=RESULTS / "faults.md")
+    parser.add_argument("--output", type=Path, default=PERF_RESULTS / "faults.md")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
