@@ -131,8 +131,10 @@ def _parallel_histogram_collector(calibrator):
             self._each_tensor(self._absolute_value_of_one, name_to_arr)
 
         def collect_value(self, name_to_arr):
-            self._each_tensor(lambda tensor, values: super(ParallelHistogramCollector, self).collect_value({tensor: values}),
-                              name_to_arr)
+            self._each_tensor(self._value_of_one, name_to_arr)
+
+        def _value_of_one(self, tensor, values):  # entropy: onnxruntime's uniform-range bins, unchanged
+            super().collect_value({tensor: values})
 
         def _absolute_value_of_one(self, tensor, values):
             if tensor not in self.histogram_dict:  # first batch: onnxruntime's uniform bins (no sort)
