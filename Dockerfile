@@ -40,10 +40,13 @@ COPY python_backends python_backends
 COPY model_repository model_repository
 RUN make build PYTHON=python3.11 EXTRAS= \
     && .venv/bin/pip install --no-cache-dir "tensorrt-cu12==${TENSORRT_VERSION}"
-RUN mkdir -p /out/requirements \
-    && .venv/bin/python -m modelrepo.serving_requirements > /out/requirements/serving.txt \
-    && .venv/bin/pip freeze --exclude-editable > /out/requirements/constraints.txt \
-    && case "${VARIANT}" in \
+# The project's own wheel, its `serving` extra (read from the wheel) and the build venv's versions.
+RUN mkdir -p /out/wheels /out/requirements \
+    && .venv/bin/pip wheel --no-deps --wheel-dir /out/wheels . \
+    && .venv/bin/python -m modelrepo.serving_requirements /out/wheels/modelrepo-*.whl > /out/requirements/serving.txt \
+    && .venv/bin/pip freeze --exclude-editable > /out/requirements/constraints.txt
+# The variant's repository; a+rX: the runtime user (uid 1000) reads every artifact (safetensors writes 0600).
+RUN case "${VARIANT}" in \
          cpu) cp -r model_repository /out/model_repository ;; \
          onnxruntime) .venv/bin/modelrepo build minilm_encoder --target onnxruntime --output /out/model_repository ;; \
          tensorrt) .venv/bin/modelrepo build minilm_encoder --target tensorrt --precision int8 --output /out/model_repository ;; \
@@ -51,7 +54,8 @@ RUN mkdir -p /out/requirements \
          *) echo "VARIANT must be cpu, onnxruntime, tensorrt or llm (got '${VARIANT}')" >&2; exit 2 ;; \
        esac \
     && find /out/model_repository -name __pycache__ -prune -exec rm -rf {} + \
-    && find /out/model_repository -name .build-stamp.json -delete
+    && find /out/model_repository -name .build-stamp.json -delete \
+    && chmod -R a+rX /out/model_repository
 
 # ---- the Python-backend stub for Python 3.11 ----
 # The NGC stub embeds Python 3.10; our pins (scipy 1.17, onnxruntime 1.32, transformers 5) need
@@ -101,25 +105,27 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=stub /src/python_backend/build/triton_python_backend_stub /opt/tritonserver/backends/python/triton_python_backend_stub
+COPY --from=build /out/wheels /opt/modelrepo/wheels
 COPY --from=build /out/requirements /opt/modelrepo/requirements
-# Exactly the serving dependencies, at the project's pins, every transitive version as in the build venv.
+# The project's wheel (no hand-picked modules: the image imports what the tests import) and exactly its
+# `serving` extra, every transitive version as in the build venv (tests/deploy/test_container_rehearsal.py
+# runs this stage on the host).
 RUN python3.11 -m venv /opt/modelrepo/venv \
+    && /opt/modelrepo/venv/bin/pip install --no-cache-dir --no-deps /opt/modelrepo/wheels/modelrepo-*.whl \
     && /opt/modelrepo/venv/bin/pip install --no-cache-dir \
          -r /opt/modelrepo/requirements/serving.txt -c /opt/modelrepo/requirements/constraints.txt
 # The stub takes python3 (stdlib + site-packages) from PATH: the venv's 3.11, as `modelrepo serve` does.
+# Caches, logs and keys go under HOME (modelrepo.paths.cache_dir), never under the install.
 ENV PATH=/opt/modelrepo/venv/bin:${PATH} \
-    PYTHONPATH=/opt/modelrepo/lib \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/modelrepo \
     MODELREPO_VARIANT=${VARIANT}
-COPY modelrepo/__init__.py /opt/modelrepo/lib/modelrepo/__init__.py
-COPY modelrepo/triton/__init__.py modelrepo/triton/flags.py modelrepo/triton/control.py modelrepo/triton/recovery.py modelrepo/triton/launch.py /opt/modelrepo/lib/modelrepo/triton/
-COPY python_backends /opt/modelrepo/lib/modelrepo/python_backends
 COPY --from=repository /out/model_repository /models
 # uid 1000, no login shell; HOME and /tmp are the only places it writes (k8s mounts emptyDirs there).
 RUN (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin modelrepo) \
     && mkdir -p /home/modelrepo && chown 1000:1000 /home/modelrepo
 USER 1000
+WORKDIR /home/modelrepo
 EXPOSE 8000 8001 8002
 # Ready = every model loaded (--strict-readiness); model loading takes minutes, hence the start period.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \

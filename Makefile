@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Optional dependency groups; the Dockerfile's build stage sets EXTRAS= (artifacts only).
 EXTRAS ?= test,bench
 
-.PHONY: serve test build install tools test-fast soak chaos overload clean
+.PHONY: serve test build install tools test-fast soak chaos overload gpu-check clean
 
 serve: build
 	$(BIN)/modelrepo serve
@@ -24,6 +24,10 @@ chaos: build
 
 overload: build
 	$(BIN)/python -m modelrepo.perf.overload $(OVERLOAD_ARGS)
+
+# Every GPU-only step end to end on a GPU host with Docker (perf/results/gpu-check.md); elsewhere one sentence.
+gpu-check: install
+	$(BIN)/python -m modelrepo.perf.gpu_check
 
 # Unit tests only (no server start).
 test-fast: install

@@ -20,6 +20,7 @@ import numpy as np
 
 from modelrepo.build import minilm_int8, quantize, sentiment, targets, tensorrt_plan
 from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, run_step, source_of
+from modelrepo.build.outputs import MARKER, check_output, render_into
 from modelrepo.build.reports import REPORT_JSON, REPORT_MD
 from modelrepo.paths import cache_dir
 from modelrepo.python_backends import onnx_runner, text_tokenizer
@@ -94,14 +95,20 @@ def int8_encoder_step(repository: Path, request: BuildRequest, force: bool = Fal
     return run_step("minilm_encoder_int8", output_dir, inputs, produce, force=force)
 
 
-def render_repository(repository: Path, output: Path, request: BuildRequest, force: bool = False, log=print) -> Path:
-    """A full repository in `output` with `request.model` built for its target and precision."""
+def render_repository(repository: Path, output: Path, request: BuildRequest, force: bool = False, log=print,
+                      config_only: bool = False) -> Path:
+    """A full repository in `output` with `request.model` built for its target and precision.
+
+    `config_only` (tensorrt): everything but the plan, which needs a GPU; the render record names the
+    profile the plan will be built with, so `modelrepo check` verifies the batch sizes all the same."""
     repository, output = Path(repository), Path(output)
     request.validate(repository)
-    if request.target == "tensorrt":
+    check_output(output, repository)  # before minutes of calibration
+    if request.target == "tensorrt" and not config_only:
         tensorrt_plan.require_tensorrt()  # before anything is written: one sentence if it cannot work
-    if output.resolve() == repository.resolve():
-        raise targets.TargetError("--output must differ from the source repository (which stays cpu/fp32)")
+    if config_only and request.target != "tensorrt":
+        raise targets.TargetError("--config-only applies to the tensorrt target (its plan needs a GPU); "
+                                  f"the {request.target} target renders whole without one")
 
     sources = {version.name: version / targets.ONNX_FILENAME for version in onnx_versions(repository / request.model)}
     reports: list[Path] = []
@@ -110,44 +117,54 @@ def render_repository(repository: Path, output: Path, request: BuildRequest, for
         log(f"int8 {request.model:<14} {'unchanged' if step.cached else 'built'}: {step.output_dir}")
         sources = {"1": step.output_dir / targets.ONNX_FILENAME}
         reports = [step.output_dir / REPORT_JSON, step.output_dir / REPORT_MD]
-
-    if output.exists():
-        shutil.rmtree(output)
-    shutil.copytree(repository, output, ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME))
-    model_dir = output / request.model
     cpu_config = read_config(repository / request.model)
     config = targets.render_config(cpu_config, request.target, request.precision, request.ort_tensorrt)
     profile = targets.engine_profile(cpu_config) if request.target == "tensorrt" else None
-    engines = {}
-    for version in sorted(set(path.name for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit())):
-        version_dir = model_dir / version
-        shim = version_dir / "model.py"
-        keep_shim = request.target == "cpu" and shim.exists()
-        shim_text = shim.read_text() if keep_shim else None
-        shutil.rmtree(version_dir)
-        if version not in sources:
-            continue  # a version without a graph for this precision is not served
-        version_dir.mkdir()
-        if shim_text is not None:
-            shim.write_text(shim_text)
-        for report in reports:
-            shutil.copy2(report, version_dir / report.name)
-        if request.target == "tensorrt":
-            engines[version] = tensorrt_plan.build_datacenter_plan(
-                sources[version], version_dir, profile, request.precision == "fp16",
-                cache_dir() / "tensorrt" / "timing.cache",
-            )
-        else:
-            shutil.copy2(sources[version], version_dir / targets.ONNX_FILENAME)
-    write_config(model_dir, config)
-    record = {
-        "model": request.model,
-        "target": request.target,
-        "precision": request.precision,
-        "calibration": request.calibration if request.precision == "int8" else None,
-        "ort_tensorrt": request.ort_tensorrt,
-        "source_repository": str(repository),
-        "engines": engines,
-    }
-    (model_dir / RENDER_RECORD).write_text(json.dumps(record, indent=2))
-    return output
+
+    def fill(folder: Path) -> None:
+        shutil.copytree(repository, folder, ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME, MARKER))
+        model_dir = folder / request.model
+        engines = {}
+        for version in sorted(path.name for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()):
+            version_dir = model_dir / version
+            shim = version_dir / "model.py"
+            shim_text = shim.read_text() if request.target == "cpu" and shim.exists() else None
+            shutil.rmtree(version_dir)
+            if version not in sources:
+                continue  # a version without a graph for this precision is not served
+            version_dir.mkdir()
+            if shim_text is not None:
+                shim.write_text(shim_text)
+            for report in reports:
+                shutil.copy2(report, version_dir / report.name)
+            if request.target == "tensorrt" and not config_only:
+                engines[version] = tensorrt_plan.build_datacenter_plan(
+                    sources[version], version_dir, profile, request.precision == "fp16",
+                    cache_dir() / "tensorrt" / "timing.cache",
+                )
+            elif request.target != "tensorrt":
+                shutil.copy2(sources[version], version_dir / targets.ONNX_FILENAME)
+        write_config(model_dir, config)
+        record = {
+            "model": request.model,
+            "target": request.target,
+            "precision": request.precision,
+            "calibration": request.calibration if request.precision == "int8" else None,
+            "ort_tensorrt": request.ort_tensorrt,
+            "source_repository": str(repository),
+            "engines": engines,
+            "config_only": config_only,
+            "profile": profile.as_dict() if profile else None,
+            "engine_command": engine_command(request) if config_only else None,
+        }
+        (model_dir / RENDER_RECORD).write_text(json.dumps(record, indent=2))
+
+    return render_into(output, repository, fill)
+
+
+def engine_command(request: BuildRequest) -> str:
+    """What builds the pending plan on a GPU host (the same render, without --config-only)."""
+    words = ["modelrepo", "build", request.model, "--target", request.target, "--precision", request.precision]
+    if request.precision == "int8":
+        words += ["--calibration", request.calibration, "--calib-samples", str(request.calib_samples)]
+    return " ".join(words) + " --output DIR"

@@ -10,7 +10,11 @@ the model, the field and the rule:
 - batching: batchable models have dynamic batching with a bounded queue (max_queue_size > 0 and a
   queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
-- artifacts: model.py for Python models, the graph/plan file for native platforms, label files.
+- artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
+- engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
+  GPU host is *pending* (`pending_engines` lists them with the command), not missing; a TensorRT-LLM
+  engine's limits (engine_limits.json) must equal its config's batch size, so engine, config and the
+  ensemble agree.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from modelrepo.triton.model_config import ModelConfig, model_config_pb2, paramet
 PLATFORM_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
 ONNX_RUNNER_FILE = "model.onnx"
 ENGINE_METADATA = "engine.json"
+RENDER_RECORD = "target.json"  # written by `modelrepo build MODEL --target ...` (build/model_build.py)
+TRTLLM_LIMITS = "engine_limits.json"  # written by the tensorrt-llm render (build/tensorrt_llm_engine.py)
 DataType = model_config_pb2.DataType
 
 
@@ -75,10 +81,9 @@ def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]
             )
     if config.platform == "tensorrt_plan":
         for version in _versions(model_dir):
-            metadata_path = version / ENGINE_METADATA
-            if not metadata_path.exists():
+            profile = _plan_profile(model_dir, version)
+            if profile is None:
                 continue  # a plan built elsewhere: its profile is unknown here
-            profile = json.loads(metadata_path.read_text())["profile"]
             low, high = profile["min_batch"], profile["max_batch"]
             for field, size in [("max_batch_size", config.max_batch_size)] + [
                 ("preferred_batch_size", s) for s in preferred
@@ -91,11 +96,69 @@ def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]
     return problems
 
 
+def _render_record(model_dir: Path) -> dict:
+    path = model_dir / RENDER_RECORD
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _plan_profile(model_dir: Path, version: Path) -> dict | None:
+    """The optimisation profile of a version's plan: built (engine.json) or to be built (render record)."""
+    if (version / ENGINE_METADATA).exists():
+        return json.loads((version / ENGINE_METADATA).read_text())["profile"]
+    record = _render_record(model_dir)
+    return record.get("profile") if record.get("config_only") else None
+
+
+def _pending_engine(config: ModelConfig, model_dir: Path, version: Path) -> str | None:
+    """Why this version's engine is legitimately absent (a config-only render), or None."""
+    if config.platform == "tensorrt_plan" and _render_record(model_dir).get("config_only"):
+        return _render_record(model_dir).get("engine_command") or "modelrepo build (without --config-only)"
+    if config.backend == "tensorrtllm" and (version / TRTLLM_LIMITS).exists():
+        return "the `docker run` command `modelrepo build llm --target tensorrt-llm --config-only` printed"
+    return None
+
+
+def check_tensorrt_llm(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
+    problems = []
+    engine_path = parameter(config, "gpt_model_path")
+    if not engine_path:
+        return [f"{name}: backend tensorrtllm needs parameter gpt_model_path (the engine folder)"]
+    for version in _versions(model_dir):
+        limits_path = version / TRTLLM_LIMITS
+        if not limits_path.exists():
+            continue  # an engine built elsewhere: its limits are unknown here
+        limits = json.loads(limits_path.read_text())
+        if limits.get("max_batch_size") != config.max_batch_size:
+            problems.append(f"{name}: version {version.name}: engine max_batch_size {limits.get('max_batch_size')} "
+                            f"!= config max_batch_size {config.max_batch_size} ({TRTLLM_LIMITS}; rebuild the engine)")
+        if not engine_path.rstrip("/").endswith(f"/{name}/{version.name}/{Path(engine_path).name}"):
+            problems.append(f"{name}: gpt_model_path {engine_path} is not inside {name}/{version.name}/")
+    return problems
+
+
+def _engine_built(config: ModelConfig, version: Path) -> bool:
+    if config.backend == "tensorrtllm":
+        return (version / Path(parameter(config, "gpt_model_path") or "engine").name).exists()
+    return (version / (config.default_model_filename or PLATFORM_FILES.get(config.platform, "model"))).is_file()
+
+
+def pending_engines(repository: Path) -> dict[str, str]:
+    """'model version N' -> the command that builds its engine, for engines a config-only render left out."""
+    pending = {}
+    for name, config in repository_models(repository).items():
+        model_dir = Path(repository) / name
+        for version in _versions(model_dir):
+            command = _pending_engine(config, model_dir, version)
+            if command and not _engine_built(config, version):
+                pending[f"{name} version {version.name}"] = command
+    return pending
+
+
 def check_artifacts(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
     versions = _versions(model_dir)
     if not versions:
         return [f"{name}: no version folder (e.g. {name}/1/)"]
-    problems = []
+    problems = check_tensorrt_llm(name, config, model_dir) if config.backend == "tensorrtllm" else []
     for version in versions:
         where = f"{name}: version {version.name}"
         if config.backend == "python":
@@ -106,7 +169,7 @@ def check_artifacts(name: str, config: ModelConfig, model_dir: Path) -> list[str
                 problems.append(f"{where}: parameter onnx_file {onnx_file} is missing")
         elif config.platform in PLATFORM_FILES:
             filename = config.default_model_filename or PLATFORM_FILES[config.platform]
-            if not (version / filename).exists():
+            if not (version / filename).exists() and _pending_engine(config, model_dir, version) is None:
                 problems.append(f"{where}: platform {config.platform} needs {filename}, which is missing")
         graph = _onnx_graph_file(config, version)
         if graph is not None and graph.exists():

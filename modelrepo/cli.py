@@ -45,6 +45,7 @@ def _build(args: argparse.Namespace) -> int:
     if args.model:
         from modelrepo.build.minilm_int8 import AccuracyBudget
         from modelrepo.build.model_build import BuildRequest
+        from modelrepo.build.outputs import check_output
         from modelrepo.build.targets import TargetError
         from modelrepo.build.tensorrt_plan import require_tensorrt
 
@@ -54,7 +55,11 @@ def _build(args: argparse.Namespace) -> int:
                 AccuracyBudget.parse(args.accuracy_budget), args.ort_tensorrt,
             )
             request.validate(repository)
-            if request.target == "tensorrt":
+            if args.output:
+                check_output(Path(args.output), repository)
+            if args.config_only and request.target != "tensorrt":
+                raise TargetError(f"--config-only applies to the tensorrt target (its plan needs a GPU), not {request.target}")
+            if request.target == "tensorrt" and not args.config_only:
                 require_tensorrt()  # say what is missing before minutes of building
         except (TargetError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
@@ -74,17 +79,24 @@ def _build(args: argparse.Namespace) -> int:
 
 def _build_llm(repository: Path, args: argparse.Namespace) -> int:
     """`build llm --target cpu` is the repository build itself; `--target tensorrt-llm` renders the
-    TensorRT-LLM repository (GPU only: one sentence and exit 2 without one)."""
+    TensorRT-LLM repository and builds its engine in the pinned TensorRT-LLM image (Python 3.10) on a
+    GPU host; `--config-only` renders without the engine and prints the command that builds it."""
+    import subprocess
+
+    from modelrepo.build import tensorrt_llm_target
+    from modelrepo.build.outputs import check_output
     from modelrepo.build.pipeline import build_all
     from modelrepo.build.targets import TargetError
-    from modelrepo.build import tensorrt_llm_target
 
     if args.model != "llm" or args.target not in ("cpu", LLM_GPU_TARGET):
         print(f"error: --target {LLM_GPU_TARGET} is for the model `llm` (targets cpu, {LLM_GPU_TARGET})", file=sys.stderr)
         return 2
+    output = Path(args.output or f"dist/{LLM_GPU_TARGET}/model_repository")
     try:
-        if args.target == LLM_GPU_TARGET and not args.config_only:
-            tensorrt_llm_target.require_tensorrt_llm()  # before minutes of building
+        if args.target == LLM_GPU_TARGET:
+            check_output(output, repository)
+            if not args.config_only:
+                tensorrt_llm_target.require_gpu()  # before minutes of building
     except TargetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -92,13 +104,27 @@ def _build_llm(repository: Path, args: argparse.Namespace) -> int:
     if args.target == "cpu":
         print("llm: cpu engine built in the repository (llm_engine/1/model); serve it with `modelrepo serve`")
         return 0
-    output = Path(args.output or f"dist/{LLM_GPU_TARGET}/model_repository")
-    tensorrt_llm_target.render(repository, output, config_only=args.config_only)
+    try:
+        tensorrt_llm_target.render(repository, output)
+    except TargetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    command = tensorrt_llm_target.engine_build_command(output, repository)
     if args.config_only:
-        print(f"llm: TensorRT-LLM repository rendered into {output} without its engine; build it with "
-              f"build/tensorrt_llm_engine.py in {pins().ngc_trtllm_image} (the Dockerfile's llm variant does)")
+        print(f"llm: TensorRT-LLM repository rendered into {output} without its engine; on a GPU host build it with\n"
+              f"  {tensorrt_llm_target.shell_command(command)}")
         return 0
-    print(f"llm: TensorRT-LLM {pins().tensorrt_llm} engine rendered into {output}; serve it in {pins().ngc_trtllm_image}")
+    print(f"llm: building the TensorRT-LLM {pins().tensorrt_llm} engine in {pins().ngc_trtllm_image}:\n"
+          f"  {tensorrt_llm_target.shell_command(command)}", flush=True)
+    try:
+        code = subprocess.run(command).returncode
+    except FileNotFoundError:
+        print("error: docker is not installed here; run the command above on a GPU host with Docker", file=sys.stderr)
+        return 2
+    if code:
+        print(f"error: the engine build exited with code {code}", file=sys.stderr)
+        return 1
+    print(f"llm: TensorRT-LLM engine built into {output}; serve it in {pins().ngc_trtllm_image}")
     return 0
 
 
@@ -108,11 +134,15 @@ def _build_target(repository: Path, request, args: argparse.Namespace) -> int:
 
     output = Path(args.output or f"dist/{request.target}-{request.precision}/model_repository")
     try:
-        render_repository(repository, output, request, force=args.force)
-    except (TargetError, RuntimeError) as err:
+        render_repository(repository, output, request, force=args.force, config_only=args.config_only)
+    except TargetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"{request.model}: {request.target}/{request.precision} rendered into {output}")
+    print(f"{request.model}: {request.target}/{request.precision} rendered into {output}"
+          + (" without its plan (--config-only)" if args.config_only else ""))
     report = output / request.model / "1" / "build_report.json"
     if request.precision == "int8" and report.exists():
         data = json.loads(report.read_text())
@@ -123,19 +153,26 @@ def _build_target(repository: Path, request, args: argparse.Namespace) -> int:
         )
     if request.target == "cpu":
         print(f"  serve it here: modelrepo serve --model-repository {output}")
+    elif args.config_only:
+        from modelrepo.build.model_build import engine_command
+
+        print(f"  on a GPU host, build the plan with: {engine_command(request)}")
     else:
         print(f"  serve it in {pins().ngc_triton_image} on a GPU host (the embedded server here has no {request.target} backend)")
     return 0
 
 
 def _check(args: argparse.Namespace) -> int:
-    from modelrepo.check import check_repository
+    from modelrepo.check import check_repository, pending_engines
 
     problems = check_repository(Path(args.model_repository))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if not problems:
-        print(f"{args.model_repository}: OK")
+        pending = pending_engines(Path(args.model_repository))
+        print(f"{args.model_repository}: OK" + (f" (configs; {len(pending)} engine(s) to build on a GPU host)" if pending else ""))
+        for where, command in pending.items():
+            print(f"  pending: {where}: {command}")
     return 1 if problems else 0
 
 
@@ -207,7 +244,8 @@ def parser() -> argparse.ArgumentParser:
     )
     build.add_argument("--ort-tensorrt", action="store_true", help="onnxruntime target: enable its TensorRT accelerator")
     build.add_argument("--config-only", action="store_true",
-                       help="tensorrt-llm target: render the repository without building the engine (no GPU needed)")
+                       help="tensorrt and tensorrt-llm targets: render the repository without building the engine (no GPU "
+                            "needed); prints the command that builds it on a GPU host")
     build.add_argument("--output", help="repository to render into (default dist/TARGET-PRECISION/model_repository)")
     build.set_defaults(func=_build)
 

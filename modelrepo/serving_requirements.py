@@ -1,37 +1,63 @@
-"""The serving requirements: what the Python-backend models import, at the project's pinned versions.
+"""The serving requirements: the `serving` extra of the project's wheel, read from the wheel itself.
 
-`python -m modelrepo.serving_requirements` prints a requirements file; the Dockerfile's build stage
-writes it beside `pip freeze` (constraints), and the runtime stage installs exactly that.
+`python -m modelrepo.serving_requirements WHEEL` prints a requirements file; the Dockerfile's build
+stage writes it beside `pip freeze` (constraints), and the runtime stage installs the wheel with
+`--no-deps` plus exactly these. Without WHEEL it prints the extra as pyproject.toml declares it.
 """
 
 from __future__ import annotations
 
 import re
+import sys
+import zipfile
+from email.parser import Parser
+from pathlib import Path
 
-from modelrepo.pins import pyproject
+from packaging.requirements import Requirement
+
+EXTRA = "serving"
 
 
-def _normalise(name: str) -> str:
+def normalised(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def pinned_dependencies() -> dict[str, str]:
-    """normalised name -> the requirement as pinned in [project.dependencies] ("name==version")."""
-    pinned = {}
-    for requirement in pyproject()["project"]["dependencies"]:
-        name = re.split(r"[\[=<>!~ ;]", requirement, maxsplit=1)[0]
-        pinned[_normalise(name)] = requirement
-    return pinned
+def requirement_name(requirement: str) -> str:
+    return normalised(Requirement(requirement).name)
 
 
-def serving_requirements() -> list[str]:
-    pinned = pinned_dependencies()
-    names = pyproject()["tool"]["modelrepo"]["serving_requirements"]
-    unpinned = [n for n in names if _normalise(n) not in pinned]
-    if unpinned:
-        raise ValueError(f"serving_requirements {unpinned} are not pinned in [project.dependencies]")
-    return [pinned[_normalise(n)] for n in names]
+def extra_requirements(requires_dist: list[str], extra: str = EXTRA) -> list[str]:
+    """The requirements of one extra from METADATA's Requires-Dist lines, markers dropped."""
+    selected = []
+    for line in requires_dist:
+        requirement = Requirement(line)
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}):
+            requirement.marker = None
+            selected.append(str(requirement))
+    return selected
+
+
+def wheel_requires_dist(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as archive:
+        (metadata,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        return Parser().parsestr(archive.read(metadata).decode()).get_all("Requires-Dist") or []
+
+
+def declared_serving_requirements() -> list[str]:
+    """The extra as pyproject.toml declares it (checkouts only)."""
+    from modelrepo.pins import pyproject
+
+    return list(pyproject()["project"]["optional-dependencies"][EXTRA])
+
+
+def main(argv: list[str]) -> int:
+    requirements = extra_requirements(wheel_requires_dist(Path(argv[0]))) if argv else declared_serving_requirements()
+    if not requirements:
+        print(f"error: no '{EXTRA}' extra in {argv[0] if argv else 'pyproject.toml'}", file=sys.stderr)
+        return 2
+    print("\n".join(requirements))
+    return 0
 
 
 if __name__ == "__main__":
-    print("\n".join(serving_requirements()))
+    raise SystemExit(main(sys.argv[1:]))

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from modelrepo.paths import REPO_ROOT
-from modelrepo.pins import pins
-from modelrepo.serving_requirements import serving_requirements
+from modelrepo.pins import pins, pyproject
+from modelrepo.serving_requirements import declared_serving_requirements, requirement_name
 from modelrepo.tools import venv_tool
 from modelrepo.triton import launch
 from modelrepo.triton.server import TritonServer
+from tests.deploy.dockerfile import stages
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
@@ -128,49 +129,88 @@ def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it(
 
 
 def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at module level or inside a function (lazy imports count)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
     return names
 
 
-def test_the_image_copies_the_launchers_modelrepo_imports_and_they_need_only_the_stdlib():
-    # The runtime stage copies single modules of modelrepo (not the package, which needs the build
-    # dependencies): every module launch.py reaches must be copied, and none may import a third-party one.
-    copied = set(next(line for line in dockerfile_text().splitlines()
-                      if line.startswith("COPY modelrepo/triton/")).split()[1:-1]) | {"modelrepo/__init__.py"}
-    reached, todo = set(), ["modelrepo.triton.launch"]
+def module_file(module: str) -> Path | None:
+    """The source file of a `modelrepo.*` module (the package maps build/, perf/, python_backends/)."""
+    package_dirs = {"modelrepo.build": "build", "modelrepo.perf": "perf", "modelrepo.python_backends": "python_backends"}
+    for prefix, folder in sorted(package_dirs.items(), key=lambda item: -len(item[0])):
+        if module == prefix or module.startswith(prefix + "."):
+            relative = Path(folder, *module[len(prefix) + 1:].split(".")) if module != prefix else Path(folder)
+            break
+    else:
+        relative = Path(*module.split("."))
+    for candidate in (REPO_ROOT / relative.with_suffix(".py"), REPO_ROOT / relative / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None  # a name imported from a module, not a module
+
+
+def third_party_closure(entry_files: list[Path]) -> dict[str, str]:
+    """top-level third-party module -> the file that imports it, over everything `entry_files` reach
+    through modelrepo modules, lazy imports included (what a served model can import at run time)."""
+    stdlib = set(sys.stdlib_module_names) | {"__future__", "triton_python_backend_utils"}
+    found, seen, todo = {}, set(), list(entry_files)
     while todo:
-        module = todo.pop()
-        path = f"{module.replace('.', '/')}.py"
-        if path in reached:
+        path = todo.pop()
+        if path in seen:
             continue
-        reached.add(path)
-        for name in imported_modules(REPO_ROOT / path):
+        seen.add(path)
+        for name in imported_modules(path):
             top = name.split(".")[0]
             if top == "modelrepo":
-                todo.append(name)
-            else:
-                assert top in sys.stdlib_module_names or top == "__future__", f"{path} imports {name}: not in the image"
-    assert reached | {"modelrepo/__init__.py", "modelrepo/triton/__init__.py"} == copied
-
-
-def third_party_imports(folder: Path) -> set[str]:
-    stdlib = set(sys.stdlib_module_names) | {"modelrepo", "triton_python_backend_utils"}
-    found = set()
-    for path in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
-            found |= {n.split(".")[0] for n in names} - stdlib
+                target = module_file(name)
+                if target is not None:
+                    todo.append(target)
+            elif top not in stdlib:
+                found.setdefault(top, str(path.relative_to(REPO_ROOT)))
     return found
 
 
-def test_the_image_installs_what_the_python_models_import_and_nothing_else():
-    imported = third_party_imports(REPO_ROOT / "python_backends") | third_party_imports(REPO_ROOT / "model_repository")
-    installed = {re.split(r"==", r)[0] for r in serving_requirements()}
+IMPORT_NAMES = {"onnxruntime": "onnxruntime", "numpy": "numpy", "scipy": "scipy", "tokenizers": "tokenizers",
+                "torch": "torch", "transformers": "transformers", "safetensors": "safetensors"}
+
+
+def test_everything_a_served_model_can_import_is_in_the_serving_extra():
+    # model.py files and every modelrepo module they reach, lazily or not: each third-party import must
+    # be a serving requirement, or the image fails at model load (a lazy modelrepo.paths did once).
+    entries = sorted((REPO_ROOT / "model_repository").glob("*/*/model.py"))
+    reached = third_party_closure(entries)
+    serving = {requirement_name(r) for r in declared_serving_requirements()}
+    provided = {module for module, package in IMPORT_NAMES.items() if package in serving}
+    assert set(reached) <= provided, {m: f for m, f in reached.items() if m not in provided}
     # safetensors: transformers reads llm_engine's weights with it (an optional dependency of transformers).
-    assert imported == installed - {"safetensors"}, (imported, installed)
+    assert provided - set(reached) <= {"safetensors"}, provided - set(reached)
+
+
+def test_the_launcher_needs_only_the_standard_library():
+    # The HEALTHCHECK and entrypoint run before anything else; the NGC image's own python3 can run it.
+    assert third_party_closure([REPO_ROOT / "modelrepo/triton/launch.py"]) == {}
+
+
+def test_the_serving_extra_is_pinned_as_the_projects_dependencies():
+    pinned = {requirement_name(r): r for r in pyproject()["project"]["dependencies"]}
+    for requirement in declared_serving_requirements():
+        assert pinned.get(requirement_name(requirement)) == requirement, requirement
+
+
+def test_the_runtime_stage_installs_the_wheel_and_copies_no_source():
+    runtime = stages()["runtime"]
+    context_copies = [i.arguments for i in runtime.all("COPY") if i.copy_parts()[0] is None]
+    assert context_copies == [], "the image must install the wheel, not copy modules: " + str(context_copies)
+    installs = " ".join(i.arguments for i in runtime.all("RUN"))
+    assert "pip install --no-cache-dir --no-deps /opt/modelrepo/wheels/modelrepo-*.whl" in installs
+    assert "-r /opt/modelrepo/requirements/serving.txt" in installs
+    build = " ".join(i.arguments for i in stages()["build"].all("RUN"))
+    assert "pip wheel --no-deps --wheel-dir /out/wheels ." in build
+    assert "modelrepo.serving_requirements /out/wheels/modelrepo-*.whl" in build
+    assert "PYTHONPATH" not in " ".join(i.arguments for i in runtime.all("ENV"))  # the stub ignores it anyway
