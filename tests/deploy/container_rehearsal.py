@@ -52,6 +52,8 @@ class Rehearsal:
 
     # ------------------------------------------------------------------ paths
     def host(self, image_path: str) -> Path:
+        if image_path == "/":
+            return self.root
         for prefix in IMAGE_PATHS:
             if image_path == prefix or image_path.startswith(prefix + "/"):
                 return self.root / image_path.lstrip("/")
