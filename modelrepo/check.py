@@ -123,7 +123,7 @@ def _onnx_graph_file(config: ModelConfig, version: Path) -> Path | None:
     return None
 
 
-_ONNX_TO_TRITON = {
+ONNX_TO_TRITON = {
     1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64",
     8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16",
 }
@@ -147,7 +147,7 @@ def check_onnx_io(where: str, config: ModelConfig, graph_file: Path) -> list[str
                                 f"(graph {kind}s: {sorted(available)})")
                 continue
             onnx_type = value.type.tensor_type
-            expected = _ONNX_TO_TRITON.get(onnx_type.elem_type, f"ONNX type {onnx_type.elem_type}")
+            expected = ONNX_TO_TRITON.get(onnx_type.elem_type, f"ONNX type {onnx_type.elem_type}")
             if _dtype_name(tensor.data_type) != expected:
                 problems.append(f"{where}: {kind} {tensor.name} data_type {_dtype_name(tensor.data_type)} "
                                 f"but {graph_file.name} has {expected}")
