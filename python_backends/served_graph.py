@@ -106,8 +106,9 @@ class ServedGraph:
     @classmethod
     def from_context(cls, context: ModelContext) -> "ServedGraph":
         references = load_drift(context.version_dir / DRIFT_FILENAME)
-        drift = DriftMonitor(context.name, references, context.metrics, context.int_parameter("drift_window", 1000))
-        return cls(context.name, OnnxRunner.from_context(context), tensor_rules(context.config), drift, context.metrics)
+        model = context.parameter("public_model", context.name)  # an ensemble's step reports as the ensemble
+        drift = DriftMonitor(model, references, context.metrics, context.int_parameter("drift_window", 1000))
+        return cls(model, OnnxRunner.from_context(context), tensor_rules(context.config), drift, context.metrics)
 
     def check_inputs(self, request: Tensors) -> Tensors:
         try:

@@ -159,7 +159,7 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     graph_handler = ServedGraph(graph_name, runner, rules_of(inputs))
     answers = serve_in_process(graph_handler, sample, source)
     served = {spec.name: answers[spec.name] for spec in served_outputs}
-    report = {"source": str(source), "task": export.task, "graph_bytes": export.graph.stat().st_size,
+    report = {"source": str(source.resolve()), "task": export.task, "graph_bytes": export.graph.stat().st_size,
               "sample_rows": int(len(next(iter(sample.values())))), **export.notes}
     labels_handler = None
     if classifier:
@@ -180,6 +180,7 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
         spec.allow_ragged_batch = spec.name in export.ragged_inputs
     config.parameters["onnx_file"].string_value = MODEL_FILENAME
     config.parameters["intra_op_threads"].string_value = "1"
+    config.parameters["public_model"].string_value = request.name  # the model label of its metrics
     if export.ragged_inputs:
         config.parameters["ragged_inputs"].string_value = ",".join(export.ragged_inputs)
     layout.add_warmup(config, model_dir, {name: value[0] for name, value in sample.items()})
@@ -196,7 +197,6 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
         labels_dir = staged / labels_name
         labels_config = layout.labels_config(labels_name, request.name, len(export.labels), request.max_batch_size,
                                              request.instances, export.scores)
-        layout.add_warmup(labels_config, labels_dir, {SCORES: served[SCORES][0].astype(np.float32)})
         labels_version = layout.write_python_model(labels_dir, labels_config, ClassifierOutput,
                                                     f"{request.name}: class scores -> LABEL, PROBABILITIES (modelrepo add)")
         layout.write_labels(labels_version, export.labels)
@@ -221,7 +221,7 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     manifest = {
         "name": request.name, "task": export.task, "models": models, "labels": export.labels,
         "max_batch_size": request.max_batch_size, "instances": request.instances,
-        "sample": str(request.sample) if request.sample else None,
+        "sample": str(Path(request.sample).resolve()) if request.sample else None,
         "tolerances": {"probabilities_max_abs_diff": MAX_PROBABILITY_DIFF, "embedding_min_cosine": MIN_EMBEDDING_COSINE,
                        "relative_max_abs_diff": MAX_RELATIVE_DIFF},
         "target": "cpu (onnxruntime in a Python model)",

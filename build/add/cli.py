@@ -63,10 +63,20 @@ def add_command(args: argparse.Namespace) -> int:
         report = add_model(request, Path(args.model_repository))
     except AddError as err:
         return _refused(err)
-    for key, value in report.items():
-        if key.startswith("parity_") or key.startswith("latency_"):
-            print(f"  {key}: {value}")
+    print_summary(args.name, report, args.max_batch_size)
     return 0
+
+
+def print_summary(name: str, report: dict, max_batch_size: int) -> None:
+    for key, limit in report.items():
+        if key.startswith("parity_") and key.endswith("_limit"):
+            tensor = key.removeprefix("parity_").removesuffix("_limit")
+            measure, value = next((k, v) for k, v in report.items() if k.startswith(f"parity_{tensor}_") and k != key)
+            what = measure.removeprefix(f"parity_{tensor}_").replace("_", " ")
+            digits = ".6f" if "cosine" in what else ".3g"
+            print(f"  parity with the source framework on the sample: {tensor} {what} {value:{digits}} (limit {limit:{digits}})")
+    print(f"  latency in process (median): batch 1 {report['latency_batch_1_median_ms']:.2f} ms, batch {max_batch_size} "
+          f"{report[f'latency_batch_{max_batch_size}_median_ms']:.2f} ms; report: {name}/build_report.md")
 
 
 def remove_command(args: argparse.Namespace) -> int:

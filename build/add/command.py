@@ -37,19 +37,16 @@ def read_manifest(repository: Path, name: str) -> dict | None:
 
 
 def models_to_replace(request: AddRequest, repository: Path, new_models: list[str]) -> list[str]:
-    """Existing folders the new models would overwrite; refused unless --force and `add` wrote them."""
+    """Existing folders the new models would overwrite: only what `add` wrote for NAME, and only with --force."""
     manifest = read_manifest(repository, request.name)
-    clashes = [model for model in new_models if (repository / model).exists()]
-    if not clashes and manifest is None:
-        return []
-    if not request.force:
-        raise AddError(f"model {clashes[0] if clashes else request.name!r} already exists in {repository} "
-                       f"(use --force to replace what `modelrepo add` wrote)")
     owned = set(manifest["models"]) if manifest else set()
+    clashes = [model for model in new_models if (repository / model).exists()]
     foreign = [model for model in clashes if model not in owned]
     if foreign:
-        raise AddError(f"model {foreign[0]!r} in {repository} was not written by `modelrepo add` for {request.name!r}; "
-                       f"--force replaces only that, choose another NAME")
+        raise AddError(f"model {foreign[0]!r} already exists in {repository} and was not written by `modelrepo add` "
+                       f"for {request.name!r}: choose another NAME")
+    if manifest and not request.force:
+        raise AddError(f"model {request.name!r} already exists in {repository} (use --force to replace it)")
     return sorted(owned | set(clashes))
 
 
@@ -60,6 +57,7 @@ def add_model(request: AddRequest, repository: Path, log=print) -> dict:
         raise AddError(f"--precision {request.precision} is not available for added models yet; add it as fp32")
     if request.max_batch_size < 1 or request.instances < 1:
         raise AddError("--max-batch-size and --instances must be at least 1")
+    models_to_replace(request, repository, [request.name])  # before minutes of exporting
     recipe = recipe_for(Path(request.source))
     log(f"{request.name}: {request.source} is {recipe.describe}")
     with tempfile.TemporaryDirectory(prefix=f".modelrepo-add-{request.name}-", dir=repository.resolve().parent) as tmp:

@@ -136,7 +136,10 @@ def test_bad_input_names_the_input_and_the_rule(caller, model, inputs, rule):
 def test_the_models_own_metrics_count(callers, added):
     iris = added[1]["iris"]
     callers["http"].infer("iris", {"INPUT": iris.rows}, ["LABEL"])
+    with pytest.raises(InferenceServerException):
+        callers["http"].infer("iris", {"INPUT": np.full((1, 4), np.nan, dtype=np.float32)}, ["LABEL"])
     metrics = callers["server"].metrics()
+    assert metrics["modelrepo_model_rejected_inputs_total"][(("input", "INPUT"), ("model", "iris"))] >= 1
     predictions = metrics["modelrepo_model_predictions_total"]
     assert sum(v for labels, v in predictions.items() if ("model", "iris") in labels) >= len(iris.rows)
     assert any(("model", "iris") in labels for labels in metrics["modelrepo_model_confidence_count"])
