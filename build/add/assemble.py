@@ -28,7 +28,9 @@ from modelrepo.python_backends.drift import DriftReference
 from modelrepo.python_backends.onnx_runner import MODEL_FILENAME, OnnxRunner
 from modelrepo.python_backends.served_graph import DRIFT_FILENAME, TRITON_TO_NUMPY, ServedGraph, save_drift
 from modelrepo.python_backends.text_tokenizer import DEFAULT_MAX_TEXT_BYTES, TextTokenizer
+from modelrepo.triton.model_config import write_config
 
+TOKEN_TENSORS = ("input_ids", "attention_mask")  # what TextTokenizer answers
 MAX_DRIFT_FEATURES = 32  # per-feature PSI for tabular inputs; wider inputs (images) are not monitored per column
 LATENCY_REPEATS = 15
 REPORT_NOTES = (
@@ -116,13 +118,13 @@ def feature_references(sample: dict[str, np.ndarray], outputs: dict[str, np.ndar
     return references
 
 
-def text_front_end(export: Export, staged: Path, request: AddRequest) -> tuple[str, dict[str, np.ndarray]]:
-    """The tokenizer model (TEXT -> input_ids, attention_mask) and the sample texts through it."""
+def text_front_end(export: Export, staged: Path, request: AddRequest) -> tuple[tuple, dict[str, np.ndarray]]:
+    """The tokenizer model (TEXT -> input_ids, attention_mask): its ensemble step and the sample texts through it."""
     name = f"{request.name}_tokenizer"
     model_dir = staged / name
     config = layout.python_model_config(
         name, [TensorSpec(TEXT, "TYPE_STRING", (1,))],
-        [TensorSpec("input_ids", "TYPE_INT64", (-1,)), TensorSpec("attention_mask", "TYPE_INT64", (-1,))],
+        [TensorSpec(tensor, "TYPE_INT64", (-1,)) for tensor in TOKEN_TENSORS],
         request.max_batch_size, request.instances,
     )
     config.parameters["max_tokens"].string_value = str(export.text.max_tokens)
@@ -132,50 +134,46 @@ def text_front_end(export: Export, staged: Path, request: AddRequest) -> tuple[s
     version = layout.write_python_model(model_dir, config, TextTokenizer, f"{request.name}: TEXT -> token ids (modelrepo add)")
     shutil.copytree(export.text.tokenizer_dir, version / "tokenizer")
     tokenizer = TextTokenizer(version / "tokenizer" / "tokenizer.json", max_tokens=export.text.max_tokens)
-    return name, {TEXT: texts, **serve_in_process(tokenizer, {TEXT: texts}, export.graph)}
+    step = (name, {TEXT: TEXT}, {tensor: tensor for tensor in TOKEN_TENSORS})
+    return step, {TEXT: texts, **serve_in_process(tokenizer, {TEXT: texts}, export.graph)}
 
 
-def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
+@dataclass
+class Served:
+    """The graph step as it will serve: its name, IO, the sample as it takes it and its answers."""
+
+    name: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sample: dict[str, np.ndarray]
+    answers: dict[str, np.ndarray]
+
+
+def serve_and_compare(request: AddRequest, export: Export, served: Served) -> dict:
+    """The sample through the serving code (graph, then labels for a classifier); parity and latency."""
     source = Path(request.source)
-    inputs, outputs, unbatched = layout.graph_io(export.graph)
-    if unbatched:
-        raise AddError(f"{source.name} has no batch dimension on {unbatched[0]!r}: its first axis must be dynamic "
-                       f"(export it with a dynamic batch axis)")
-    classifier = export.task == "classification"
-    text = export.text is not None
-    single = not (classifier or text)
-    graph_name = request.name if single else f"{request.name}_model"
-    models, steps, public_inputs = [], [], inputs
-    sample = export.sample
-    if text:
-        tokenizer_name, tokenized = text_front_end(export, staged, request)
-        models.append(tokenizer_name)
-        sample = {name: tokenized[name] for name in ("input_ids", "attention_mask")}
-        public_inputs = [TensorSpec(TEXT, "TYPE_STRING", (1,))]
-        steps.append((tokenizer_name, {TEXT: TEXT}, {"input_ids": "input_ids", "attention_mask": "attention_mask"}))
-    sample = fit_sample(inputs, sample, source)
-    served_outputs = [spec for spec in outputs if spec.name == SCORES] if classifier else outputs
-    runner = OnnxRunner(export.graph, intra_op_threads=1, ragged_inputs=export.ragged_inputs)
-    graph_handler = ServedGraph(graph_name, runner, rules_of(inputs))
-    answers = serve_in_process(graph_handler, sample, source)
-    served = {spec.name: answers[spec.name] for spec in served_outputs}
+    graph = ServedGraph(served.name, OnnxRunner(export.graph, intra_op_threads=1, ragged_inputs=export.ragged_inputs),
+                        rules_of(served.inputs))
+    answers = serve_in_process(graph, served.sample, source)
+    served.answers = {spec.name: answers[spec.name] for spec in served.outputs}
     report = {"source": str(source.resolve()), "task": export.task, "graph_bytes": export.graph.stat().st_size,
-              "sample_rows": int(len(next(iter(sample.values())))), **export.notes}
-    labels_handler = None
-    if classifier:
-        if served[SCORES].shape[1] != len(export.labels):
-            raise AddError(f"{len(export.labels)} labels for {served[SCORES].shape[1]} classes: --labels must name each class once")
-        labels_handler = ClassifierOutput(request.name, export.labels, export.scores)
-        served.update(labels_handler.classify(served[SCORES]))
+              "sample_rows": int(len(next(iter(served.sample.values())))), **export.notes}
+    if export.task == "classification":
+        scores = served.answers[SCORES]
+        if scores.shape[1] != len(export.labels):
+            raise AddError(f"{len(export.labels)} labels for {scores.shape[1]} classes: --labels must name each class once")
+        served.answers.update(ClassifierOutput(request.name, export.labels, export.scores).classify(scores))
         report["top_label_agreement"] = float(
-            (served["PROBABILITIES"].argmax(axis=1) == np.asarray(export.reference["PROBABILITIES"]).argmax(axis=1)).mean())
-    report.update(parity(export, served))
-    report.update(latency(graph_handler, {k: v[:1] for k, v in sample.items()}, 1))
-    report.update(latency(graph_handler, sample, request.max_batch_size))
+            (served.answers["PROBABILITIES"].argmax(axis=1) == np.asarray(export.reference["PROBABILITIES"]).argmax(axis=1)).mean())
+    report.update(parity(export, served.answers))
+    report.update(latency(graph, {name: value[:1] for name, value in served.sample.items()}, 1))
+    report.update(latency(graph, served.sample, request.max_batch_size))
+    return report
 
-    # the graph model
-    model_dir = staged / graph_name
-    config = layout.python_model_config(graph_name, inputs, served_outputs, request.max_batch_size, request.instances)
+
+def write_graph_model(request: AddRequest, export: Export, served: Served, staged: Path) -> tuple:
+    model_dir = staged / served.name
+    config = layout.python_model_config(served.name, served.inputs, served.outputs, request.max_batch_size, request.instances)
     for spec in config.input:
         spec.allow_ragged_batch = spec.name in export.ragged_inputs
     config.parameters["onnx_file"].string_value = MODEL_FILENAME
@@ -183,42 +181,30 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     config.parameters["public_model"].string_value = request.name  # the model label of its metrics
     if export.ragged_inputs:
         config.parameters["ragged_inputs"].string_value = ",".join(export.ragged_inputs)
-    layout.add_warmup(config, model_dir, {name: value[0] for name, value in sample.items()})
-    version = layout.write_python_model(model_dir, config, ServedGraph, f"{request.name}: {export.task} graph from {source.name} (modelrepo add)")
+    layout.add_warmup(config, model_dir, {name: value[0] for name, value in served.sample.items()})
+    comment = f"{request.name}: {export.task} graph from {Path(request.source).name} (modelrepo add)"
+    version = layout.write_python_model(model_dir, config, ServedGraph, comment)
     shutil.copy2(export.graph, version / MODEL_FILENAME)
-    if not text:
-        save_drift(version / DRIFT_FILENAME, feature_references(sample, {} if classifier else served))
-    models.append(graph_name)
-    steps.append((graph_name, {spec.name: spec.name for spec in inputs}, {spec.name: spec.name for spec in served_outputs}))
+    if export.text is None:  # token ids are not monitored per column
+        outputs = {} if export.task == "classification" else {spec.name: served.answers[spec.name] for spec in served.outputs}
+        save_drift(version / DRIFT_FILENAME, feature_references(served.sample, outputs))
+    return served.name, {spec.name: spec.name for spec in served.inputs}, {spec.name: spec.name for spec in served.outputs}
 
-    public_outputs = served_outputs
-    if classifier:
-        labels_name = f"{request.name}_labels"
-        labels_dir = staged / labels_name
-        labels_config = layout.labels_config(labels_name, request.name, len(export.labels), request.max_batch_size,
-                                             request.instances, export.scores)
-        labels_version = layout.write_python_model(labels_dir, labels_config, ClassifierOutput,
-                                                    f"{request.name}: class scores -> LABEL, PROBABILITIES (modelrepo add)")
-        layout.write_labels(labels_version, export.labels)
-        confidence = served["PROBABILITIES"].max(axis=1).astype(np.float64)
-        save_drift(labels_version / DRIFT_FILENAME, {CONFIDENCE: {"0": DriftReference.from_training(confidence)}})
-        models.append(labels_name)
-        steps.append((labels_name, {SCORES: SCORES}, {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"}))
-        public_outputs = [TensorSpec("LABEL", "TYPE_STRING", (1,)), TensorSpec("PROBABILITIES", "TYPE_FP32", (len(export.labels),))]
 
-    public_dir = staged / request.name
-    if not single:
-        ensemble = layout.ensemble_config(request.name, public_inputs, public_outputs, request.max_batch_size, steps)
-        public_dir.mkdir()
-        (public_dir / "1").mkdir()
-        layout.write_config(public_dir, ensemble)
-        if classifier:
-            layout.write_labels(public_dir, export.labels)
-        models.insert(0, request.name)
-    public_sample = {TEXT: tokenized[TEXT]} if text else sample
-    layout.write_json(public_dir / SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample))
-    write_report(public_dir, f"{request.name}: modelrepo add", report, REPORT_NOTES)
-    manifest = {
+def write_labels_model(request: AddRequest, export: Export, served: Served, staged: Path) -> tuple:
+    name = f"{request.name}_labels"
+    config = layout.labels_config(name, request.name, len(export.labels), request.max_batch_size, request.instances,
+                                  export.scores)
+    version = layout.write_python_model(staged / name, config, ClassifierOutput,
+                                        f"{request.name}: class scores -> LABEL, PROBABILITIES (modelrepo add)")
+    layout.write_labels(version, export.labels)
+    confidence = served.answers["PROBABILITIES"].max(axis=1).astype(np.float64)
+    save_drift(version / DRIFT_FILENAME, {CONFIDENCE: {"0": DriftReference.from_training(confidence)}})
+    return name, {SCORES: SCORES}, {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"}
+
+
+def manifest_of(request: AddRequest, export: Export, models: list[str]) -> dict:
+    return {
         "name": request.name, "task": export.task, "models": models, "labels": export.labels,
         "max_batch_size": request.max_batch_size, "instances": request.instances,
         "sample": str(Path(request.sample).resolve()) if request.sample else None,
@@ -226,4 +212,40 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
                        "relative_max_abs_diff": MAX_RELATIVE_DIFF},
         "target": "cpu (onnxruntime in a Python model)",
     }
-    return Plan(models, manifest, report)
+
+
+def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
+    """Steps: [tokenizer ->] graph [-> labels]; one step alone is the model NAME, more are the ensemble NAME."""
+    source = Path(request.source)
+    inputs, outputs, unbatched = layout.graph_io(export.graph)
+    if unbatched:
+        raise AddError(f"{source.name} has no batch dimension on {unbatched[0]!r}: its first axis must be dynamic "
+                       f"(export it with a dynamic batch axis)")
+    classifier = export.task == "classification"
+    single = not (classifier or export.text)
+    steps, public_inputs, public_sample, sample = [], inputs, None, export.sample
+    if export.text:
+        step, tokenized = text_front_end(export, staged, request)
+        steps.append(step)
+        sample = {name: tokenized[name] for name in step[2]}
+        public_inputs, public_sample = [TensorSpec(TEXT, "TYPE_STRING", (1,))], {TEXT: tokenized[TEXT]}
+    served = Served(request.name if single else f"{request.name}_model", inputs,
+                    [spec for spec in outputs if spec.name == SCORES] if classifier else outputs,
+                    fit_sample(inputs, sample, source), {})
+    report = serve_and_compare(request, export, served)
+    steps.append(write_graph_model(request, export, served, staged))
+    public_outputs = served.outputs
+    if classifier:
+        steps.append(write_labels_model(request, export, served, staged))
+        public_outputs = [TensorSpec("LABEL", "TYPE_STRING", (1,)), TensorSpec("PROBABILITIES", "TYPE_FP32", (len(export.labels),))]
+    models = [step[0] for step in steps]
+    public_dir = staged / request.name
+    if not single:
+        (public_dir / "1").mkdir(parents=True)
+        write_config(public_dir, layout.ensemble_config(request.name, public_inputs, public_outputs, request.max_batch_size, steps))
+        if classifier:
+            layout.write_labels(public_dir, export.labels)
+        models.insert(0, request.name)
+    layout.write_json(public_dir / SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample or served.sample))
+    write_report(public_dir, f"{request.name}: modelrepo add", report, REPORT_NOTES)
+    return Plan(models, manifest_of(request, export, models), report)

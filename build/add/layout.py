@@ -16,7 +16,6 @@ from tritonclient.grpc.model_config_pb2 import DataType, ModelInstanceGroup
 
 from modelrepo.check import ONNX_TO_TRITON
 from modelrepo.python_backends.classifier_output import LABELS_FILENAME, SCORES
-from modelrepo.python_backends.onnx_runner import MODEL_FILENAME
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 TEXT = "TEXT"
@@ -159,5 +158,3 @@ def perf_analyzer_data(sample: dict[str, np.ndarray], rows: int = 64) -> dict:
 def write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str))
 
-
-MODEL_FILE = MODEL_FILENAME

@@ -71,8 +71,6 @@ def max_tokens(folder: Path, config: dict) -> int:
 
 
 def pool(hidden, attention_mask, mode: str):
-    import torch
-
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     if mode == "cls":
         return hidden[:, 0]
@@ -142,8 +140,9 @@ def export_text(request: AddRequest, work: Path) -> Export:
             opset_version=ONNX_OPSET, dynamo=False,
         )
     reference = text_reference(folder, task, st_pooling, wrapped, encoded, texts)
-    labels = list(request.labels) if request.labels else [str(config.get("id2label", {}).get(str(i), i))
-                                                        for i in range(model.config.num_labels)] if task == "classification" else []
+    labels = []
+    if task == "classification":
+        labels = list(request.labels or (model.config.id2label[i] for i in range(model.config.num_labels)))
     front_end = TextFrontEnd(folder, texts, limit)
     notes = {"architectures": architectures, "max_tokens": limit, "pooling": mode, "l2_normalised": normalised}
     return Export(path, task, {}, reference, labels=labels, scores="logits", ragged_inputs=TOKEN_INPUTS,
