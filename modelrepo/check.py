@@ -152,7 +152,9 @@ def check_onnx_io(where: str, config: ModelConfig, graph_file: Path) -> list[str
                 problems.append(f"{where}: {kind} {tensor.name} data_type {_dtype_name(tensor.data_type)} "
                                 f"but {graph_file.name} has {expected}")
             graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in onnx_type.shape.dim]
-            config_dims = [-1] * batch_dims + list(tensor.dims)
+            # with `reshape`, the model itself sees the reshaped dims (e.g. [1] outside, [] for a [batch] graph tensor)
+            model_dims = tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims
+            config_dims = [-1] * batch_dims + list(model_dims)
             if not _dims_agree(graph_dims, config_dims):
                 problems.append(f"{where}: {kind} {tensor.name} dims {list(tensor.dims)} (max_batch_size "
                                 f"{config.max_batch_size}) do not match {graph_file.name} shape {graph_dims}")

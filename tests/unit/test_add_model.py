@@ -235,3 +235,32 @@ def test_classifier_metrics_and_confidence_drift(tmp_path):
     step.classify(np.tile(np.array([[0.99, 0.01]], dtype=np.float32), (100, 1)))  # every answer now very confident
     assert metrics.value("modelrepo_model_predictions_total", model="m", label="a") == 100
     assert metrics.value("modelrepo_model_psi", model="m", tensor="CONFIDENCE", column="0") > 0.25
+
+
+def test_a_transformers_folder_is_read_without_loading_weights_first(tmp_path, repository, capsys):
+    from modelrepo.build.add.text import max_tokens, sentence_transformers_pooling
+
+    folder = tmp_path / "encoder"
+    (folder / "1_Pooling").mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForTokenClassification"], "max_position_embeddings": 512}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    assert recipe_for(folder).kind == "transformers" and max_tokens(folder, json.loads((folder / "config.json").read_text())) == 128
+    assert sentence_transformers_pooling(folder) is None  # no modules.json: a plain transformers folder
+    modules = [{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+               {"path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (folder / "modules.json").write_text(json.dumps(modules))
+    for settings, mode in (({"pooling_mode": "max"}, "max"), ({"pooling_mode_cls_token": True}, "cls")):  # ST 6 and earlier
+        (folder / "1_Pooling" / "config.json").write_text(json.dumps(settings))
+        assert sentence_transformers_pooling(folder) == (mode, True)
+    assert "has no tokenizer.json" in refusal(capsys, repository, "tokens", folder)
+    (folder / "tokenizer.json").write_text("{}")
+    assert "is a token classifier" in refusal(capsys, repository, "tokens", folder)
+
+
+def test_an_onnx_graph_with_several_inputs_takes_an_npz_sample(repository, tmp_path):
+    blend = added_models.two_input_onnx(tmp_path)
+    add(repository, "blend", blend)
+    config = read_config(repository / "blend")
+    assert [(t.name, list(t.dims)) for t in config.input] == [("image", [2, 4]), ("weights", [8])]
+    assert [(t.name, list(t.dims), t.HasField("reshape")) for t in config.output] == [("score", [1], False), ("peak", [1], True)]
+    assert check_repository(repository) == []
