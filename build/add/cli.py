@@ -32,9 +32,13 @@ def add_parsers(commands, default_repository: Path) -> None:
     add.add_argument("--labels", help="class names L1,L2,... in the model's class order")
     add.add_argument("--max-batch-size", type=int, default=64, help="largest dynamic batch (default 64)")
     add.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
-    add.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (the only one for added models yet)")
-    add.add_argument("--calibration-data", type=Path, help="INT8 calibration rows (with --precision int8)")
-    add.add_argument("--accuracy-budget", help="INT8 accuracy budget (with --precision int8)")
+    add.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                     help="fp32 (default) or int8 (QDQ, MatMul nodes: transformers folders); fp16 is not available yet")
+    add.add_argument("--calibration-data", type=Path,
+                     help="--precision int8: rows like the sample (.npy/.npz/.csv), or texts for a text model")
+    add.add_argument("--accuracy-budget",
+                     help="--precision int8: against FP32 on the sample, min mean cosine and max share of changed top "
+                          "classes (default cosine=0.99,accuracy_drop=0.01)")
     add.add_argument("--model-repository", default=str(default_repository))
     add.add_argument("--force", action="store_true", help="replace a model that `modelrepo add` wrote under NAME")
     add.set_defaults(func=add_command)
@@ -58,7 +62,7 @@ def add_command(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn|skl2onnx|onnxmltools)(\.|$)")
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
     request = AddRequest(args.name, args.source, args.task, args.sample, labels, args.max_batch_size, args.instances,
-                         args.precision, args.force)
+                         args.precision, args.force, args.calibration_data, args.accuracy_budget)
     try:
         report = add_model(request, Path(args.model_repository))
     except AddError as err:

@@ -53,8 +53,12 @@ def models_to_replace(request: AddRequest, repository: Path, new_models: list[st
 def add_model(request: AddRequest, repository: Path, log=print) -> dict:
     repository = Path(repository)
     check_name(request.name, repository)
-    if request.precision != "fp32":
-        raise AddError(f"--precision {request.precision} is not available for added models yet; add it as fp32")
+    if request.precision == "fp16":
+        raise AddError("--precision fp16 is not available for added models yet; add it as fp32 or int8")
+    if request.precision == "int8" and not (request.calibration_data and Path(request.calibration_data).is_file()):
+        raise AddError("--precision int8 needs --calibration-data FILE (rows like the sample, or texts for a text model)")
+    if request.precision == "fp32" and (request.calibration_data or request.accuracy_budget):
+        raise AddError("--calibration-data and --accuracy-budget go with --precision int8")
     if request.max_batch_size < 1 or request.instances < 1:
         raise AddError("--max-batch-size and --instances must be at least 1")
     models_to_replace(request, repository, [request.name])  # before minutes of exporting

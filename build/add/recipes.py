@@ -36,6 +36,8 @@ class AddRequest:
     instances: int = 1
     precision: str = "fp32"
     force: bool = False
+    calibration_data: Path | None = None  # --precision int8
+    accuracy_budget: str | None = None
 
 
 @dataclass

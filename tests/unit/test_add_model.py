@@ -264,3 +264,30 @@ def test_an_onnx_graph_with_several_inputs_takes_an_npz_sample(repository, tmp_p
     assert [(t.name, list(t.dims)) for t in config.input] == [("image", [2, 4]), ("weights", [8])]
     assert [(t.name, list(t.dims), t.HasField("reshape")) for t in config.output] == [("score", [1], False), ("peak", [1], True)]
     assert check_repository(repository) == []
+
+
+def test_precision_refusals(made, repository, capsys):
+    iris = made["iris"]
+    base = ("iris", iris.source, "--sample", iris.sample)
+    assert "fp16 is not available" in refusal(capsys, repository, *base, "--precision", "fp16")
+    assert "go with --precision int8" in refusal(capsys, repository, *base, "--calibration-data", iris.sample)
+    assert "needs --calibration-data" in refusal(capsys, repository, "cnn", made["cnn_onnx"].source, "--sample",
+                                                 made["cnn"].sample, "--precision", "int8")
+    assert "has no MatMul node to quantize" in refusal(capsys, repository, *base, "--precision", "int8",
+                                                       "--calibration-data", iris.sample)
+
+
+@pytest.mark.slow
+def test_int8_transformers_classifier_within_its_budget(repository, tmp_path):
+    from modelrepo.build.quantize import qdq_summary
+
+    made = added_models.tiny_bert_classifier(tmp_path)
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n".join(f"{text} ({i})" for i, text in enumerate(added_models.TEXTS * 4)))
+    report = add(repository, "reviews", made, precision="int8", calibration_data=calibration,
+                 accuracy_budget="cosine=0.99,accuracy_drop=0.0")
+    graph = repository / "reviews_model" / "1" / "model.onnx"
+    assert qdq_summary(graph)["quantize_linear_nodes"] > 0 and report["nodes_int8"] > 0
+    assert report["int8_vs_fp32_mean_cosine"] >= 0.99 and report["int8_vs_fp32_top_class_changed"] == 0.0
+    assert json.loads((repository / "reviews" / MANIFEST).read_text())["precision"] == "int8"
+    assert check_repository(repository) == []
