@@ -78,7 +78,12 @@ def print_summary(name: str, report: dict, max_batch_size: int) -> None:
             measure, value = next((k, v) for k, v in report.items() if k.startswith(f"parity_{tensor}_") and k != key)
             what = measure.removeprefix(f"parity_{tensor}_").replace("_", " ")
             digits = ".6f" if "cosine" in what else ".3g"
-            print(f"  parity with the source framework on the sample: {tensor} {what} {value:{digits}} (limit {limit:{digits}})")
+            held = "the INT8 budget applies instead" if report.get("precision") == "int8" else f"limit {limit:{digits}}"
+            print(f"  parity with the source framework on the sample: {tensor} {what} {value:{digits}} ({held})")
+    if report.get("precision") == "int8":
+        print(f"  int8 vs fp32 on the sample: mean cosine {report['int8_vs_fp32_mean_cosine']:.6f} (budget "
+              f"{report['budget_min_mean_cosine']}), top class changed {report['int8_vs_fp32_top_class_changed']:.2%} (budget "
+              f"{report['budget_max_accuracy_drop']:.2%}); {report['nodes_int8']} of {report['nodes_total']} nodes int8")
     print(f"  latency in process (median): batch 1 {report['latency_batch_1_median_ms']:.2f} ms, batch {max_batch_size} "
           f"{report[f'latency_batch_{max_batch_size}_median_ms']:.2f} ms; report: {name}/build_report.md")
 
