@@ -219,11 +219,14 @@ def manifest_of(request: AddRequest, export: Export, models: list[str]) -> dict:
 def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     """Steps: [tokenizer ->] graph [-> labels]; one step alone is the model NAME, more are the ensemble NAME."""
     source = Path(request.source)
-    inputs, outputs, unbatched = layout.graph_io(export.graph)
+    inputs, outputs = layout.graph_io(export.graph)
+    classifier = export.task == "classification"
+    if classifier:
+        outputs = [spec for spec in outputs if spec.name == SCORES]
+    unbatched = [spec.name for spec in inputs + outputs if not spec.batched]
     if unbatched:
         raise AddError(f"{source.name} has no batch dimension on {unbatched[0]!r}: its first axis must be dynamic "
                        f"(export it with a dynamic batch axis)")
-    classifier = export.task == "classification"
     single = not (classifier or export.text)
     steps, public_inputs, public_sample, sample = [], inputs, None, export.sample
     if export.text:
@@ -231,9 +234,7 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
         steps.append(step)
         sample = {name: tokenized[name] for name in step[2]}
         public_inputs, public_sample = [TensorSpec(TEXT, "TYPE_STRING", (1,))], {TEXT: tokenized[TEXT]}
-    served = Served(request.name if single else f"{request.name}_model", inputs,
-                    [spec for spec in outputs if spec.name == SCORES] if classifier else outputs,
-                    fit_sample(inputs, sample, source), {})
+    served = Served(request.name if single else f"{request.name}_model", inputs, outputs, fit_sample(inputs, sample, source), {})
     int8 = int8_graph(request, export, served.sample, export.graph.parent) if request.precision == "int8" else {}
     report = {**serve_and_compare(request, export, served), **int8}
     steps.append(write_graph_model(request, export, served, staged))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.grpc.model_config_pb2 import DataType, ModelInstanceGroup
 
+from modelrepo.build.add.recipes import AddError
 from modelrepo.check import ONNX_TO_TRITON
 from modelrepo.python_backends.classifier_output import LABELS_FILENAME, SCORES
 from modelrepo.triton.model_config import ModelConfig, write_config
@@ -36,28 +37,29 @@ class TensorSpec:
     name: str
     data_type: str  # Triton's name, e.g. TYPE_FP32
     dims: tuple[int, ...]  # per batch item; -1 = any size
+    batched: bool = True  # the graph's first axis is dynamic (the batch)
 
 
-def graph_io(graph_file: Path) -> tuple[list[TensorSpec], list[TensorSpec], list[str]]:
-    """Inputs, outputs (dims without the batch axis) and the names of tensors that have no batch axis."""
+def graph_io(graph_file: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The graph's inputs and outputs, dims without the batch axis."""
     import onnx
 
     graph = onnx.load(str(graph_file), load_external_data=False).graph
     initializers = {tensor.name for tensor in graph.initializer}
-    unbatched = []
 
     def specs(values) -> list[TensorSpec]:
         result = []
         for value in values:
             tensor_type = value.type.tensor_type
+            if tensor_type.elem_type not in ONNX_TO_TRITON:
+                raise AddError(f"{graph_file.name}: tensor {value.name!r} has ONNX element type {tensor_type.elem_type}, "
+                               f"which Triton does not serve")
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-            if not dims or dims[0] != -1:
-                unbatched.append(value.name)
-            result.append(TensorSpec(value.name, ONNX_TO_TRITON.get(tensor_type.elem_type, f"ONNX type {tensor_type.elem_type}"),
-                                     tuple(dims[1:])))
+            result.append(TensorSpec(value.name, ONNX_TO_TRITON[tensor_type.elem_type], tuple(dims[1:]),
+                                     batched=bool(dims) and dims[0] == -1))
         return result
 
-    return specs(v for v in graph.input if v.name not in initializers), specs(graph.output), unbatched
+    return specs(v for v in graph.input if v.name not in initializers), specs(graph.output)
 
 
 def shim(model: str, handler: type) -> str:
