@@ -89,6 +89,9 @@ def load_sklearn(path: Path) -> Tabular:
     if not (is_classifier(model) or is_regressor(model)) or not hasattr(model, "n_features_in_"):
         raise AddError(f"{path} is not a fitted scikit-learn classifier or regressor ({type(model).__name__})")
     classifier = is_classifier(model)
+    if classifier and not hasattr(model, "predict_proba"):
+        raise AddError(f"{path.name}: {type(model).__name__} gives no class probabilities (no predict_proba); "
+                       f"train it with probabilities, or calibrate it (CalibratedClassifierCV)")
     final = model.steps[-1][1] if hasattr(model, "steps") else model
     options = {id(final): {"zipmap": False}} if classifier else None
 
