@@ -96,8 +96,8 @@ def export_onnx(request: AddRequest, work: Path) -> Export:
     missing = [name for name in inputs if name not in sample]
     if missing:
         raise AddError(f"the sample does not fit {source.name}: it has no input {missing[0]!r} (graph inputs: {inputs})")
-    types = {node.name: node.type for node in session.get_inputs()}
-    feed = {name: sample[name].astype(_numpy_type(types[name])) for name in inputs}
+    types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type) for value in model.graph.input}
+    feed = {name: sample[name].astype(types[name]) for name in inputs}
     try:
         answers = session.run(None, feed)
     except Exception as err:  # onnxruntime's InvalidArgument etc.: the sample's shape or type is wrong
@@ -105,18 +105,8 @@ def export_onnx(request: AddRequest, work: Path) -> Export:
     reference = dict(zip([node.name for node in session.get_outputs()], answers))
     path = work / "model.onnx"
     onnx.save(model, str(path))
-    return graph_export(request, path, feed, reference, {"onnx_opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))})
-
-
-def _numpy_type(ort_type: str):
-    from modelrepo.python_backends.served_graph import TRITON_TO_NUMPY
-
-    names = {"tensor(float)": "TYPE_FP32", "tensor(double)": "TYPE_FP64", "tensor(float16)": "TYPE_FP16",
-             "tensor(int64)": "TYPE_INT64", "tensor(int32)": "TYPE_INT32", "tensor(int8)": "TYPE_INT8",
-             "tensor(uint8)": "TYPE_UINT8", "tensor(bool)": "TYPE_BOOL"}
-    if ort_type not in names:
-        raise AddError(f"input type {ort_type} is not served by this command")
-    return TRITON_TO_NUMPY[names[ort_type]]
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    return graph_export(request, path, feed, reference, {"onnx_opset": opset})
 
 
 register(Recipe("onnx", "an ONNX model file", is_onnx, export_onnx))
