@@ -291,3 +291,17 @@ def test_int8_transformers_classifier_within_its_budget(repository, tmp_path):
     assert report["int8_vs_fp32_mean_cosine"] >= 0.99 and report["int8_vs_fp32_top_class_changed"] == 0.0
     assert json.loads((repository / "reviews" / MANIFEST).read_text())["precision"] == "int8"
     assert check_repository(repository) == []
+
+
+def test_an_op_onnxruntime_cannot_run_is_refused(repository, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("Frobnicate", ["x"], ["y"], domain="com.example")], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    onnx.save(model, str(tmp_path / "custom.onnx"))
+    np.save(tmp_path / "rows.npy", np.ones((2, 2), dtype=np.float32))
+    assert "onnxruntime cannot run custom.onnx" in refusal(capsys, repository, "custom", tmp_path / "custom.onnx",
+                                                           "--sample", tmp_path / "rows.npy")
