@@ -186,7 +186,7 @@ def _onnx_graph_file(config: ModelConfig, version: Path) -> Path | None:
     return None
 
 
-_ONNX_TO_TRITON = {
+ONNX_TO_TRITON = {
     1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 5: "TYPE_INT16", 6: "TYPE_INT32", 7: "TYPE_INT64",
     8: "TYPE_STRING", 9: "TYPE_BOOL", 10: "TYPE_FP16", 11: "TYPE_FP64", 16: "TYPE_BF16",
 }
@@ -210,12 +210,14 @@ def check_onnx_io(where: str, config: ModelConfig, graph_file: Path) -> list[str
                                 f"(graph {kind}s: {sorted(available)})")
                 continue
             onnx_type = value.type.tensor_type
-            expected = _ONNX_TO_TRITON.get(onnx_type.elem_type, f"ONNX type {onnx_type.elem_type}")
+            expected = ONNX_TO_TRITON.get(onnx_type.elem_type, f"ONNX type {onnx_type.elem_type}")
             if _dtype_name(tensor.data_type) != expected:
                 problems.append(f"{where}: {kind} {tensor.name} data_type {_dtype_name(tensor.data_type)} "
                                 f"but {graph_file.name} has {expected}")
             graph_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in onnx_type.shape.dim]
-            config_dims = [-1] * batch_dims + list(tensor.dims)
+            # with `reshape`, the model itself sees the reshaped dims (e.g. [1] outside, [] for a [batch] graph tensor)
+            model_dims = tensor.reshape.shape if tensor.HasField("reshape") else tensor.dims
+            config_dims = [-1] * batch_dims + list(model_dims)
             if not _dims_agree(graph_dims, config_dims):
                 problems.append(f"{where}: {kind} {tensor.name} dims {list(tensor.dims)} (max_batch_size "
                                 f"{config.max_batch_size}) do not match {graph_file.name} shape {graph_dims}")

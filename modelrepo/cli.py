@@ -186,7 +186,7 @@ def _tune(args: argparse.Namespace) -> int:
     command = "modelrepo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else "modelrepo tune ..."
     result = run_tune(
         Path(args.model_repository), args.model, args.p99_ms, load, args.apply,
-        Path(args.output) if args.output else None, args.instances, command,
+        Path(args.output) if args.output else None, args.instances, command, input_data=args.input_data,
     )
     return 0 if result.winner else 1
 
@@ -264,8 +264,13 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--apply", action="store_true", help="write the winner into config.pbtxt (diff printed)")
     tune.add_argument("--instances", type=int, nargs="+", default=[1, 2], help="instance counts to consider")
     tune.add_argument("--output", help="report folder (default perf/results/tune-MODEL-TIMESTAMP)")
+    tune.add_argument("--input-data", help="perf_analyzer --input-data JSON (default: the sample `add` kept, else texts/random)")
     tune.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     tune.set_defaults(func=_tune)
+
+    from modelrepo.build.add.cli import add_parsers  # add, remove
+
+    add_parsers(commands, MODEL_REPOSITORY)
 
     bench = commands.add_parser("bench", help="record text_embedding's serving ratios in perf/results/", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="see `modelrepo bench --help`")

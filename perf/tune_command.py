@@ -19,8 +19,14 @@ from modelrepo.triton.server import TritonServer, free_ports
 TEXT_SAMPLES = 64
 
 
+SAMPLE_INPUT_DATA = "perf_input.json"  # written by `modelrepo add` from the model's sample
+
+
 def default_input_data(repository: Path, model: str, folder: Path) -> str:
-    """Real review texts for a model whose one input is TEXT; perf_analyzer's random data otherwise."""
+    """The sample of a model `modelrepo add` wrote; real review texts for a model whose one input is
+    TEXT; perf_analyzer's random data otherwise."""
+    if (repository / model / SAMPLE_INPUT_DATA).exists():
+        return str(repository / model / SAMPLE_INPUT_DATA)
     config = read_config(repository / model)
     if [t.name for t in config.input] == ["TEXT"]:
         from modelrepo.build.review_data import reviews
