@@ -20,7 +20,7 @@ import numpy as np
 
 from modelrepo.build import minilm_int8, quantize, sentiment, targets, tensorrt_plan
 from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, run_step, source_of
-from modelrepo.build.outputs import MARKER, check_output, render_into
+from modelrepo.build.outputs import check_output, copy_repository, render_into
 from modelrepo.build.reports import REPORT_JSON, REPORT_MD
 from modelrepo.paths import cache_dir
 from modelrepo.python_backends import onnx_runner, text_tokenizer
@@ -122,7 +122,7 @@ def render_repository(repository: Path, output: Path, request: BuildRequest, for
     profile = targets.engine_profile(cpu_config) if request.target == "tensorrt" else None
 
     def fill(folder: Path) -> None:
-        shutil.copytree(repository, folder, ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME, MARKER))
+        copy_repository(repository, folder)
         model_dir = folder / request.model
         engines = {}
         for version in sorted(path.name for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()):

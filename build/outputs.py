@@ -8,14 +8,19 @@ refused in one sentence instead of deleting the project or the home directory.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from modelrepo.build.artifacts import STAMP_FILENAME
 from modelrepo.build.targets import TargetError
 
 MARKER = ".modelrepo-render"
+# Files this large are artifacts (weights, graphs), which builds replace and never rewrite in place:
+# a render hard-links them (when on the same filesystem) instead of copying half a gigabyte per render.
+LINK_AT_BYTES = 1 << 20
 
 
 def check_output(output: Path, source: Path) -> None:
@@ -32,6 +37,22 @@ def check_output(output: Path, source: Path) -> None:
             f"--output {output} is not empty and was not made by `modelrepo build` (no {MARKER} in it): "
             "choose a new or empty folder"
         )
+
+
+def copy_repository(source: Path, destination: Path) -> None:
+    """The source repository as a render starts from it: caches, build stamps and markers left out."""
+
+    def link_or_copy(src: str, dst: str) -> None:
+        if os.path.getsize(src) >= LINK_AT_BYTES:
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass  # another filesystem: copy
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, destination, copy_function=link_or_copy,
+                    ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME, MARKER))
 
 
 def render_into(output: Path, source: Path, fill: Callable[[Path], None]) -> Path:

@@ -24,8 +24,7 @@ import shutil
 from pathlib import Path
 
 from modelrepo.build import tensorrt_llm_engine
-from modelrepo.build.artifacts import STAMP_FILENAME
-from modelrepo.build.outputs import MARKER, render_into
+from modelrepo.build.outputs import copy_repository, render_into
 from modelrepo.build.targets import TargetError
 from modelrepo.build.tensorrt_llm_engine import LIMITS_FILE, EngineLimits
 from modelrepo.build.tensorrt_plan import visible_gpu
@@ -115,7 +114,7 @@ def render(
     engine_path = f"{container_repository}/{ENGINE_MODEL}/1/{ENGINE_DIR}"
 
     def fill(folder: Path) -> None:
-        shutil.copytree(repository, folder, ignore=shutil.ignore_patterns("__pycache__", STAMP_FILENAME, MARKER))
+        copy_repository(repository, folder)
         version_dir = folder / ENGINE_MODEL / "1"
         shutil.rmtree(version_dir)
         version_dir.mkdir()
