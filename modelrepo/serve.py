@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from modelrepo.triton.admin import ADMIN_HEADER, admin_key
@@ -51,9 +52,20 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     server.start()
+    try:
+        return _serve_started(server, started, startup_timeout_s, host, key_source, policy, lambda: stopping)
+    except BaseException:
+        server.stop()  # never leave tritonserver behind (e.g. our stdout closed under us: BrokenPipeError)
+        raise
+
+
+def _serve_started(server: TritonServer, started: float, startup_timeout_s: float, host: str, key_source: str,
+                   policy: RestartPolicy, stopping: Callable[[], bool]) -> int:
+    """From a started tritonserver to the end of serving: wait for READY, print where, keep serving."""
+    model_repository = server.model_repository
     print(f"tritonserver starting on {model_repository} (log: {server.log_path})", flush=True)
     try:
-        server.wait_until_ready(startup_timeout_s, cancelled=lambda: stopping)
+        server.wait_until_ready(startup_timeout_s, cancelled=stopping)
     except StartupCancelled:
         print("tritonserver stopped before it was ready.")
         return 0
@@ -76,7 +88,7 @@ def serve(
         flush=True,
     )
     # Triton restarts neither a dead Python stub (we reload its model) nor itself (we start it again).
-    keeper = CrashOnly(lambda: server.start(append_log=True), server, lambda: stopping, policy,
+    keeper = CrashOnly(lambda: server.start(append_log=True), server, stopping, policy,
                        log=lambda line: print(line, flush=True))
     given_up = keeper.run(server.process)
     if given_up is not None:

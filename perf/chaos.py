@@ -29,7 +29,7 @@ import numpy as np
 
 from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
 from modelrepo.perf.fixed_rate import FixedRateLoad
-from modelrepo.perf.serve_process import READY_BANNER, ServeProcess
+from modelrepo.perf.serve_process import READY_BANNER, ServeProcess, linked_repository
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.recovery import StubWatch, heal, stub_processes
 from modelrepo.triton.server import TritonServer, free_ports
@@ -236,13 +236,15 @@ def review_answer(http_url: str) -> tuple[str, list[float]] | None:
     return outputs["LABEL"][0], [round(p, 6) for p in outputs["PROBABILITIES"]]
 
 
-def crash_recovery(runs: int, repository: Path = MODEL_REPOSITORY, poll_s: float = 0.1) -> dict:
-    """`modelrepo serve` on `repository`; `runs` times: the SIGFPE reproducer (HTTP and gRPC in turn),
-    then seconds until /v2/health/ready (strict: every model READY) and the same review answer again."""
+def crash_recovery(runs: int, models: tuple[str, ...] = (), workdir: Path = Path(".cache/chaos"), poll_s: float = 0.1) -> dict:
+    """`modelrepo serve` on the repository (or only `models`, linked); `runs` times: the SIGFPE
+    reproducer (HTTP and gRPC in turn), then seconds until /v2/health/ready (strict: every model READY)
+    and the same review answer again."""
+    repository = linked_repository(workdir / "crash-repository", models) if models else MODEL_REPOSITORY
     # a restart window shorter than one run: each crash is a first crash (1 s backoff), as in production
     # after 5 quiet minutes; the doubling backoff is for crash loops (tests/unit/test_crash_only.py)
     serve = ServeProcess(repository, "--max-restarts", str(runs), "--restart-window", "5")
-    figures: dict = {"runs": []}
+    figures: dict = {"runs": [], "models": list(models) or "all", "load_average_before": os.getloadavg()}
     try:
         serve.wait_for(READY_BANNER, timeout_s=600)
         figures["startup_line"] = serve.wait_for("READY in")
@@ -266,6 +268,7 @@ def crash_recovery(runs: int, repository: Path = MODEL_REPOSITORY, poll_s: float
             print(json.dumps(figures["runs"][-1]), flush=True)
     finally:
         figures["stop_exit_code"] = serve.stop()
+    figures["load_average_after"] = os.getloadavg()
     times = [r["recovery_s"] for r in figures["runs"]]
     figures |= {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
     return figures
@@ -277,11 +280,15 @@ def crash_recovery_report(figures: dict, command: str) -> str:
         f"{r['models_ready']}/{r['models']} |"
         for i, r in enumerate(figures["runs"])
     )
+    served = "the whole repository" if figures["models"] == "all" else f"only {', '.join(figures['models'])}"
+    load = lambda key: ", ".join(f"{v:.1f}" for v in figures[key])  # noqa: E731
     return f"""# Crash-only serving: recovery time after tritonserver dies (Triton 2.51, CPU, 2 cores shared)
 
 Command: `{command}`
 
-`modelrepo serve` on the whole repository ({figures['startup_line'].strip()}). Each run sends the request
+`modelrepo serve` on {served} ({figures['startup_line'].strip()}; load average 1/5/15 min before the
+run {load('load_average_before')}, after {load('load_average_after')}: other sessions share the 2 cores).
+Each run sends the request
 that ends tritonserver 2.51 with SIGFPE (`classification` asked on review_sentiment's BYTES output `LABEL`;
 HTTP and gRPC in turn) and measures, from the request, until `/v2/health/ready` answers 200 (strict
 readiness: every model READY) and review_sentiment answers the same label and probabilities as before the
@@ -358,11 +365,15 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="default perf/results/faults.md (crash_recovery.md)")
     parser.add_argument("--crash-recovery", type=int, metavar="RUNS", default=0,
                         help="instead: crash tritonserver RUNS times under `modelrepo serve`, time each recovery")
+    parser.add_argument("--models", default="", help="with --crash-recovery: serve only these (comma-separated; "
+                        "review_sentiment and its steps must be among them)")
     args = parser.parse_args()
     if args.crash_recovery:
-        output = args.output or PERF_RESULTS / "crash_recovery.md"
-        figures = crash_recovery(args.crash_recovery)
-        output.write_text(crash_recovery_report(figures, f"python -m modelrepo.perf.chaos --crash-recovery {args.crash_recovery}"))
+        models = tuple(m for m in args.models.split(",") if m)
+        output = args.output or PERF_RESULTS / f"crash_recovery{'-' + models[0] if models else ''}.md"
+        figures = crash_recovery(args.crash_recovery, models, args.workdir)
+        command = f"python -m modelrepo.perf.chaos --crash-recovery {args.crash_recovery}" + (f" --models {args.models}" if models else "")
+        output.write_text(crash_recovery_report(figures, command))
         output.with_suffix(".json").write_text(json.dumps(figures, indent=1))
         print(f"wrote {output}")
         return
