@@ -184,6 +184,7 @@ def fallbacks(server: TritonServer) -> float:
 
 # Classification asked on a BYTES output: tritonserver 2.51's frontend divides by the datatype's byte
 # size (0 for BYTES) and dies with SIGFPE before any model code runs (fixed upstream in 2.60 / NGC 25.08).
+RECOVERY_GOAL_S = 30
 REVIEW = "The tea was wonderful and arrived quickly; I will buy it again."
 CLASSIFICATION_ON_BYTES = {
     "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [REVIEW]}],
@@ -276,30 +277,35 @@ def crash_recovery(runs: int, models: tuple[str, ...] = (), workdir: Path = Path
 
 def crash_recovery_report(figures: dict, command: str) -> str:
     rows = "\n".join(
-        f"| {i + 1} | {r['protocol']} | {r['client_saw'][:70]} | `{r['logged'].split('; ')[0]}` | {r['recovery_s']:.1f} | "
-        f"{r['models_ready']}/{r['models']} |"
+        f"| {i + 1} | {r['protocol']} | {r['client_saw'][:70]} | `{r['logged'].split('; ')[0]}` | "
+        f"{r['logged'].split('; ')[1].split(' (')[0]} | {r['recovery_s']:.1f} | {r['models_ready']}/{r['models']} |"
         for i, r in enumerate(figures["runs"])
     )
+    within = sum(r["recovery_s"] <= RECOVERY_GOAL_S for r in figures["runs"])
+    verdict = f"{'met' if within == len(figures['runs']) else 'not met'} ({within} of {len(figures['runs'])} runs within it)"
     served = "the whole repository" if figures["models"] == "all" else f"only {', '.join(figures['models'])}"
     load = lambda key: ", ".join(f"{v:.1f}" for v in figures[key])  # noqa: E731
     return f"""# Crash-only serving: recovery time after tritonserver dies (Triton 2.51, CPU, 2 cores shared)
 
 Command: `{command}`
 
-`modelrepo serve` on {served} ({figures['startup_line'].strip()}; load average 1/5/15 min before the
+`modelrepo serve` on {served} (cold start: {figures['startup_line'].split(':')[0].strip()}; load average 1/5/15 min before the
 run {load('load_average_before')}, after {load('load_average_after')}: other sessions share the 2 cores).
 Each run sends the request
 that ends tritonserver 2.51 with SIGFPE (`classification` asked on review_sentiment's BYTES output `LABEL`;
 HTTP and gRPC in turn) and measures, from the request, until `/v2/health/ready` answers 200 (strict
 readiness: every model READY) and review_sentiment answers the same label and probabilities as before the
-crash. The restart reuses the built artifacts (no rebuild); it waits the 1 s first backoff (each run here
-is a first crash: `--restart-window 5`).
+crash. The restart reuses the built artifacts (no rebuild). `--restart-window 5` forgets restarts after
+5 s, so a run is a first crash (1 s backoff) unless the previous one recovered within 5 s (then 2 s: the
+backoff column).
 
 **Recovery: median {figures['median_s']:.1f} s, range {figures['min_s']:.1f}–{figures['max_s']:.1f} s over
-{len(figures['runs'])} crashes** (goal: serving again within 30 s).
+{len(figures['runs'])} crashes**; goal (serving again within {RECOVERY_GOAL_S} s): **{verdict}**. A restart is a cold start of
+every served model (each Python stub imports its libraries again), so the recovery time follows the
+start-up time above and the machine's load.
 
-| run | protocol | what the client saw | logged | recovery (s) | models READY |
-| --- | --- | --- | --- | --- | --- |
+| run | protocol | what the client saw | logged | backoff | recovery (s) | models READY |
+| --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 `modelrepo serve` exited {figures['stop_exit_code']} on SIGTERM afterwards.
