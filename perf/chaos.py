@@ -241,6 +241,7 @@ def crash_recovery(runs: int, models: tuple[str, ...] = (), workdir: Path = Path
     """`modelrepo serve` on the repository (or only `models`, linked); `runs` times: the SIGFPE
     reproducer (HTTP and gRPC in turn), then seconds until /v2/health/ready (strict: every model READY)
     and the same review answer again."""
+    shutil.rmtree(workdir / "crash-repository", ignore_errors=True)
     repository = linked_repository(workdir / "crash-repository", models) if models else MODEL_REPOSITORY
     # a restart window shorter than one run: each crash is a first crash (1 s backoff), as in production
     # after 5 quiet minutes; the doubling backoff is for crash loops (tests/unit/test_crash_only.py)

@@ -31,6 +31,8 @@ def linked_repository(folder: Path, models: tuple[str, ...] = TEXT_PIPELINES) ->
 
 
 class ServeProcess:
+    """`modelrepo serve` started now on free ports with `extra` options; `lines` fills as it prints."""
+
     def __init__(self, repository: Path, *extra: str, key: str = "crash-test-key"):
         self.ports = free_ports(3)
         self.key = key
