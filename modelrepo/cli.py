@@ -11,8 +11,18 @@ from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.build.quantize import DEFAULT_METHOD, METHODS
 from modelrepo.build.targets import PRECISIONS, TARGETS
 from modelrepo.pins import pins
+from modelrepo.triton.flags import ALL_INTERFACES, LOOPBACK
+from modelrepo.triton.recovery import RestartPolicy
+
+RESTART_POLICY = RestartPolicy()
 
 LLM_GPU_TARGET = "tensorrt-llm"
+
+
+def whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number >= 0")
+    return int(text)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -26,6 +36,8 @@ def _serve(args: argparse.Namespace) -> int:
         args.model_control_mode,
         args.startup_timeout,
         exit_on_error=args.exit_on_error == "true",
+        host=args.host,
+        policy=RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window),
     )
 
 
@@ -204,6 +216,10 @@ def parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the repository on the embedded Triton until Ctrl-C")
     serve.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
+    serve.add_argument(
+        "--host", default=LOOPBACK,
+        help=f"interface every endpoint binds to (default {LOOPBACK}: this machine only; {ALL_INTERFACES}: all)",
+    )
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
@@ -220,6 +236,15 @@ def parser() -> argparse.ArgumentParser:
         default="true",
         help="true (default): a model that fails to load stops the server; false: the other models keep serving "
         "and /v2/health/ready stays false until it loads",
+    )
+    serve.add_argument(
+        "--max-restarts", type=whole_number, default=RESTART_POLICY.max_restarts,
+        help="restarts of a tritonserver that died by itself, within --restart-window, before giving up (exit "
+        f"non-zero: 128+N for signal N) (default {RESTART_POLICY.max_restarts}; 0: never restart)",
+    )
+    serve.add_argument(
+        "--restart-window", type=float, default=RESTART_POLICY.window_s, metavar="SECONDS",
+        help=f"restarts older than this are forgotten: the backoff (1 s, doubling) starts again (default {RESTART_POLICY.window_s:g})",
     )
     serve.set_defaults(func=_serve)
 

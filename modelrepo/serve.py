@@ -1,15 +1,20 @@
-"""`modelrepo serve`: the embedded Triton on model_repository/, until Ctrl-C or SIGTERM."""
+"""`modelrepo serve`: the embedded Triton on model_repository/, until Ctrl-C or SIGTERM.
+
+Crash-only: a tritonserver that dies by itself is started again (modelrepo.triton.recovery.CrashOnly,
+the same loop as the image's entrypoint)."""
 
 from __future__ import annotations
 
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from modelrepo.triton.admin import ADMIN_HEADER, admin_key
 from modelrepo.triton.control import ControlError
-from modelrepo.triton.recovery import supervise
+from modelrepo.triton.flags import LOOPBACK, RESTRICTED_APIS
+from modelrepo.triton.recovery import CrashOnly, RestartPolicy
 from modelrepo.triton.server import ModelsFailedToLoad, ServerStartError, StartupCancelled, TritonServer
 
 
@@ -21,6 +26,8 @@ def serve(
     model_control_mode: str,
     startup_timeout_s: float,
     exit_on_error: bool = True,
+    host: str = LOOPBACK,
+    policy: RestartPolicy = RestartPolicy(),
 ) -> int:
     key, key_source = admin_key(create=True)
     server = TritonServer(
@@ -29,6 +36,7 @@ def serve(
         grpc_port=grpc_port,
         metrics_port=metrics_port,
         admin_key=key,
+        host=host,
         model_control_mode=model_control_mode,
         exit_on_error=exit_on_error,
     )
@@ -44,9 +52,20 @@ def serve(
     signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     server.start()
+    try:
+        return _serve_started(server, started, startup_timeout_s, host, key_source, policy, lambda: stopping)
+    except BaseException:
+        server.stop()  # never leave tritonserver behind (e.g. our stdout closed under us: BrokenPipeError)
+        raise
+
+
+def _serve_started(server: TritonServer, started: float, startup_timeout_s: float, host: str, key_source: str,
+                   policy: RestartPolicy, stopping: Callable[[], bool]) -> int:
+    """From a started tritonserver to the end of serving: wait for READY, print where, keep serving."""
+    model_repository = server.model_repository
     print(f"tritonserver starting on {model_repository} (log: {server.log_path})", flush=True)
     try:
-        server.wait_until_ready(startup_timeout_s, cancelled=lambda: stopping)
+        server.wait_until_ready(startup_timeout_s, cancelled=stopping)
     except StartupCancelled:
         print("tritonserver stopped before it was ready.")
         return 0
@@ -64,15 +83,17 @@ def serve(
         f"  HTTP     http://{server.http_url}   (e.g. curl {server.http_url}/v2/health/ready)\n"
         f"  gRPC     {server.grpc_url}\n"
         f"  metrics  {server.metrics_url}\n"
-        f"  model-repository / model-config APIs need header '{ADMIN_HEADER}', key from {key_source}\n"
+        f"  listening on {host}; the {RESTRICTED_APIS} APIs need header '{ADMIN_HEADER}', key from {key_source}\n"
         "Ctrl-C stops the server.",
         flush=True,
     )
-    # Triton does not restart a dead Python stub: we reload its model.
-    supervise(server.process, server, lambda: stopping, log=lambda line: print(line, flush=True))
-    if not stopping:
-        print(f"tritonserver exited by itself with code {server.process.returncode} (log: {server.log_path})")
-        return server.process.returncode or 1
+    # Triton restarts neither a dead Python stub (we reload its model) nor itself (we start it again).
+    keeper = CrashOnly(lambda: server.start(append_log=True), server, stopping, policy,
+                       log=lambda line: print(line, flush=True))
+    given_up = keeper.run(server.process)
+    if given_up is not None:
+        print(f"tritonserver log: {server.log_path}", file=sys.stderr)
+        return given_up
     code = server.stop()
     print(f"tritonserver stopped (exit code {code}).")
     return 0

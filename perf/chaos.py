@@ -1,20 +1,27 @@
-"""Faults under load on the real server: a Python stub killed, a new version loaded, the canary unloaded.
+"""Faults under load on the real server: a Python stub killed, a new version loaded, the canary unloaded;
+and tritonserver itself crashed by one request (crash-only serving's recovery time).
 
 Each scenario starts its own small server (only the models it needs), sends a fixed-rate gRPC load,
 injects the fault and returns what happened as figures (counts of every result, timings). The tests
 (tests/integration/test_faults.py) assert on these figures; `python -m modelrepo.perf.chaos` records
-them in perf/results/faults.md.
+them in perf/results/faults.md. `python -m modelrepo.perf.chaos --crash-recovery 5` instead crashes
+`modelrepo serve`'s tritonserver 5 times with the classification-on-BYTES request (SIGFPE) and
+records how long until every model is READY and answering again (perf/results/crash_recovery.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import secrets
 import shutil
 import signal
+import statistics
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +29,7 @@ import numpy as np
 
 from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
 from modelrepo.perf.fixed_rate import FixedRateLoad
+from modelrepo.perf.serve_process import READY_BANNER, ServeProcess, linked_repository
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.recovery import StubWatch, heal, stub_processes
 from modelrepo.triton.server import TritonServer, free_ports
@@ -174,6 +182,137 @@ def fallbacks(server: TritonServer) -> float:
     return sum(server.metrics().get("credit_router_fallbacks_total", {}).values())
 
 
+# Classification asked on a BYTES output: tritonserver 2.51's frontend divides by the datatype's byte
+# size (0 for BYTES) and dies with SIGFPE before any model code runs (fixed upstream in 2.60 / NGC 25.08).
+RECOVERY_GOAL_S = 30
+REVIEW = "The tea was wonderful and arrived quickly; I will buy it again."
+CLASSIFICATION_ON_BYTES = {
+    "inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": [REVIEW]}],
+    "outputs": [{"name": "LABEL", "parameters": {"classification": 2}}],
+}
+
+
+def classification_on_bytes_http(http_url: str, model: str = "review_sentiment") -> str:
+    """POST the SIGFPE reproducer; returns what the client saw (the connection drops)."""
+    request = urllib.request.Request(f"http://{http_url}/v2/models/{model}/infer", method="POST",
+                                     data=json.dumps(CLASSIFICATION_ON_BYTES).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return f"HTTP {response.status}"
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}: {err.read()[:200]!r}"
+    except (OSError, http.client.HTTPException) as err:
+        return f"{type(err).__name__}: {err}"
+
+
+def classification_on_bytes_grpc(grpc_url: str, model: str = "review_sentiment") -> str:
+    """The gRPC form: InferRequestedOutput(class_count=2) on the BYTES output LABEL."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[REVIEW.encode()]], dtype=object))
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        client.infer(model, [text], outputs=[grpcclient.InferRequestedOutput("LABEL", class_count=2)], client_timeout=60)
+        return "OK"
+    except InferenceServerException as err:
+        return f"{err.status()}: {err.message()}"
+    finally:
+        client.close()
+
+
+def review_answer(http_url: str) -> tuple[str, list[float]] | None:
+    """review_sentiment's LABEL and PROBABILITIES for REVIEW, or None if it cannot answer now."""
+    body = {"inputs": CLASSIFICATION_ON_BYTES["inputs"], "outputs": [{"name": "LABEL"}, {"name": "PROBABILITIES"}]}
+    request = urllib.request.Request(f"http://{http_url}/v2/models/review_sentiment/infer", method="POST",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            outputs = {o["name"]: o["data"] for o in json.loads(response.read())["outputs"]}
+    except (OSError, http.client.HTTPException):
+        return None
+    return outputs["LABEL"][0], [round(p, 6) for p in outputs["PROBABILITIES"]]
+
+
+def crash_recovery(runs: int, models: tuple[str, ...] = (), workdir: Path = Path(".cache/chaos"), poll_s: float = 0.1) -> dict:
+    """`modelrepo serve` on the repository (or only `models`, linked); `runs` times: the SIGFPE
+    reproducer (HTTP and gRPC in turn), then seconds until /v2/health/ready (strict: every model READY)
+    and the same review answer again."""
+    shutil.rmtree(workdir / "crash-repository", ignore_errors=True)
+    repository = linked_repository(workdir / "crash-repository", models) if models else MODEL_REPOSITORY
+    # a restart window shorter than one run: each crash is a first crash (1 s backoff), as in production
+    # after 5 quiet minutes; the doubling backoff is for crash loops (tests/unit/test_crash_only.py)
+    serve = ServeProcess(repository, "--max-restarts", str(runs), "--restart-window", "5")
+    figures: dict = {"runs": [], "models": list(models) or "all", "load_average_before": os.getloadavg()}
+    try:
+        serve.wait_for(READY_BANNER, timeout_s=600)
+        figures["startup_line"] = serve.wait_for("READY in")
+        expected = review_answer(serve.http_url)
+        for run in range(runs):
+            protocol = "http" if run % 2 == 0 else "grpc"
+            crash = classification_on_bytes_http if protocol == "http" else classification_on_bytes_grpc
+            crashed = time.monotonic()
+            client_saw = crash(serve.http_url if protocol == "http" else serve.grpc_url)
+            died = serve.wait_for("died by itself", run + 1, timeout_s=120)
+            while not (serve.control.is_ready() and review_answer(serve.http_url) == expected):
+                assert serve.process.poll() is None and time.monotonic() - crashed < 300, serve.output()[-3000:]
+                time.sleep(poll_s)
+            seconds = time.monotonic() - crashed
+            states = serve.control.model_states()
+            figures["runs"].append({
+                "protocol": protocol, "client_saw": client_saw, "logged": died, "recovery_s": round(seconds, 2),
+                "serving_again_line": serve.wait_for("tritonserver serving again", run + 1),
+                "models_ready": sum(state == "READY" for state in states.values()), "models": len(states),
+            })
+            print(json.dumps(figures["runs"][-1]), flush=True)
+    finally:
+        figures["stop_exit_code"] = serve.stop()
+    figures["load_average_after"] = os.getloadavg()
+    times = [r["recovery_s"] for r in figures["runs"]]
+    figures |= {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+    return figures
+
+
+def crash_recovery_report(figures: dict, command: str) -> str:
+    rows = "\n".join(
+        f"| {i + 1} | {r['protocol']} | {r['client_saw'][:70]} | `{r['logged'].split('; ')[0]}` | "
+        f"{r['logged'].split('; ')[1].split(' (')[0]} | {r['recovery_s']:.1f} | {r['models_ready']}/{r['models']} |"
+        for i, r in enumerate(figures["runs"])
+    )
+    within = sum(r["recovery_s"] <= RECOVERY_GOAL_S for r in figures["runs"])
+    verdict = f"{'met' if within == len(figures['runs']) else 'not met'} ({within} of {len(figures['runs'])} runs within it)"
+    served = "the whole repository" if figures["models"] == "all" else f"only {', '.join(figures['models'])}"
+    load = lambda key: ", ".join(f"{v:.1f}" for v in figures[key])  # noqa: E731
+    return f"""# Crash-only serving: recovery time after tritonserver dies (Triton 2.51, CPU, 2 cores shared)
+
+Command: `{command}`
+
+`modelrepo serve` on {served} (cold start: {figures['startup_line'].split(':')[0].strip()}; load average 1/5/15 min before the
+run {load('load_average_before')}, after {load('load_average_after')}: other sessions share the 2 cores).
+Each run sends the request
+that ends tritonserver 2.51 with SIGFPE (`classification` asked on review_sentiment's BYTES output `LABEL`;
+HTTP and gRPC in turn) and measures, from the request, until `/v2/health/ready` answers 200 (strict
+readiness: every model READY) and review_sentiment answers the same label and probabilities as before the
+crash. The restart reuses the built artifacts (no rebuild). `--restart-window 5` forgets restarts after
+5 s, so a run is a first crash (1 s backoff) unless the previous one recovered within 5 s (then 2 s: the
+backoff column).
+
+**Recovery: median {figures['median_s']:.1f} s, range {figures['min_s']:.1f}–{figures['max_s']:.1f} s over
+{len(figures['runs'])} crashes**; goal (serving again within {RECOVERY_GOAL_S} s): **{verdict}**. A restart is a cold start of
+every served model (each Python stub imports its libraries again), so the recovery time follows the
+start-up time above and the machine's load.
+
+| run | protocol | what the client saw | logged | backoff | recovery (s) | models READY |
+| --- | --- | --- | --- | --- | --- | --- |
+{rows}
+
+`modelrepo serve` exited {figures['stop_exit_code']} on SIGTERM afterwards.
+"""
+
+
 def report(kill: dict, reload: dict, command: str) -> str:
     dead = kill["while_dead"]
     nv, uc = reload["new_version"], reload["unload_canary"]
@@ -230,8 +369,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path(".cache/chaos"))
     parser.add_argument("--rate", type=float, default=10.0)
-    parser.add_argument("--output", type=Path, default=PERF_RESULTS / "faults.md")
+    parser.add_argument("--output", type=Path, default=None, help="default perf/results/faults.md (crash_recovery.md)")
+    parser.add_argument("--crash-recovery", type=int, metavar="RUNS", default=0,
+                        help="instead: crash tritonserver RUNS times under `modelrepo serve`, time each recovery")
+    parser.add_argument("--models", default="", help="with --crash-recovery: serve only these (comma-separated; "
+                        "review_sentiment and its steps must be among them)")
     args = parser.parse_args()
+    if args.crash_recovery:
+        models = tuple(m for m in args.models.split(",") if m)
+        output = args.output or PERF_RESULTS / f"crash_recovery{'-' + models[0] if models else ''}.md"
+        figures = crash_recovery(args.crash_recovery, models, args.workdir)
+        command = f"python -m modelrepo.perf.chaos --crash-recovery {args.crash_recovery}" + (f" --models {args.models}" if models else "")
+        output.write_text(crash_recovery_report(figures, command))
+        output.with_suffix(".json").write_text(json.dumps(figures, indent=1))
+        print(f"wrote {output}")
+        return
+    args.output = args.output or PERF_RESULTS / "faults.md"
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     kill = kill_stub(args.workdir, rate=args.rate)

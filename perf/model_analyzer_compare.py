@@ -31,6 +31,7 @@ from modelrepo.perf.tune import LiveModels, Load
 from modelrepo.perf.tune_command import run_tune
 from modelrepo.pins import pins
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.triton.flags import LOOPBACK
 from modelrepo.triton.model_config import format_config, read_config
 from modelrepo.triton.server import TritonServer, free_ports, prepare_backend_dir, tritonserver_home
 
@@ -83,11 +84,15 @@ def run_model_analyzer(folder: Path, repository: Path, model: str, budget_ms: fl
         "run_config_search_max_model_batch_size": 64,
         "triton_launch_mode": "local",
         "triton_server_path": str(tritonserver_home() / "bin" / "tritonserver"),
-        "triton_server_flags": {"backend_directory": str(prepare_backend_dir(folder / "backends"))},
+        # Model Analyzer's own client (load/unload of each config it tries, model config, statistics)
+        # sends no headers and has no option for them (1.46), so its server runs without the admin-key
+        # restriction: bound to loopback instead, reachable from this machine only.
+        "triton_server_flags": {"backend_directory": str(prepare_backend_dir(folder / "backends")),
+                                **{f"{endpoint}_address": LOOPBACK for endpoint in ("http", "grpc", "metrics")}},
         "triton_server_environment": {"PATH": f"{venv_bin}:/usr/bin:/bin"},
-        "triton_http_endpoint": f"localhost:{http}",
-        "triton_grpc_endpoint": f"localhost:{grpc}",
-        "triton_metrics_url": f"http://localhost:{metrics}/metrics",
+        "triton_http_endpoint": f"{LOOPBACK}:{http}",
+        "triton_grpc_endpoint": f"{LOOPBACK}:{grpc}",
+        "triton_metrics_url": f"http://{LOOPBACK}:{metrics}/metrics",
         "client_protocol": "grpc",
         "perf_analyzer_path": str(analyzer.wrapper_script(folder)),
         "output_model_repository_path": str(folder / "ma_output_repository"),

@@ -20,6 +20,30 @@ def required(request: Tensors, name: str) -> np.ndarray:
     return value
 
 
+def input_ranks(config: dict) -> dict[str, int]:
+    """Input name -> the number of dimensions each request's tensor has in this model: its config dims
+    (or reshape), plus the batch dimension when the model batches (max_batch_size > 0)."""
+    batched = int(config.get("max_batch_size", 0)) > 0
+    ranks = {}
+    for spec in config.get("input", []):
+        reshape = spec.get("reshape")
+        dims = reshape.get("shape", []) if reshape is not None else spec.get("dims", [])
+        ranks[spec["name"]] = len(dims) + batched
+    return ranks
+
+
+def check_ranks(request: Tensors, ranks: dict[str, int]) -> None:
+    """Triton checks every shape against the config, except that 2.51 keeps only the low 32 bits of a
+    request's batch dimension: [2**62, 1] passes as batch size 0 and reaches the model as [1] (the
+    batch dimension dropped). Refuse such a tensor by name instead of answering it."""
+    for name, rank in ranks.items():
+        value = request.get(name)
+        if value is not None and value.ndim != rank:
+            raise InputError(name, f"arrived with shape {list(value.shape)}, not the {rank} dimensions this model takes: "
+                                   "its batch dimension was not a valid size (Triton 2.51 reads a dimension of 2**32 "
+                                   "or more modulo 2**32); send the real batch size")
+
+
 def pad_to_length(array: np.ndarray, length: int, pad_value=0) -> np.ndarray:
     """Right-pad axis 1 of a [batch, seq] array to `length`."""
     missing = length - array.shape[1]

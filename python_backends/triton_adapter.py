@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from modelrepo.python_backends.batching import check_ranks, input_ranks
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.metrics import TritonRegistry
@@ -178,14 +179,16 @@ def triton_model(handler_class: Any) -> type:
                 args, metrics=self.metrics, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils)
             )
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
+            self.input_ranks = input_ranks(context.config)
             self.output_dtypes = {
                 spec["name"]: pb_utils.triton_string_to_numpy(spec["data_type"])
                 for spec in context.config.get("output", [])
             }
             self.handler = handler_class.from_context(context)
 
-        def _batch(self, requests: list) -> list[dict]:
-            batch = []
+        def _batch(self, requests: list) -> list[dict | InputError]:
+            """Each request's tensors, or the InputError it is answered with before any handler sees it."""
+            batch: list[dict | InputError] = []
             for request in requests:
                 tensors: dict[str, Any] = {}
                 for name in self.input_names:
@@ -193,7 +196,11 @@ def triton_model(handler_class: Any) -> type:
                     tensors[name] = None if tensor is None else tensor.as_numpy()
                 tensors[REQUEST_PARAMETERS] = json.loads(request.parameters() or "{}")
                 tensors[REQUEST_ID] = request.request_id()
-                batch.append(tensors)
+                try:
+                    check_ranks(tensors, self.input_ranks)
+                    batch.append(tensors)
+                except InputError as err:
+                    batch.append(err)
             return batch
 
         def _failed(self, err: Exception, count: int) -> list:
@@ -229,6 +236,8 @@ def triton_model(handler_class: Any) -> type:
                 for tensors, request in zip(self._batch(requests), requests):
                     stream = ResponseStream(self, request.get_response_sender())
                     try:
+                        if isinstance(tensors, InputError):
+                            raise tensors
                         self.handler.start(tensors, stream)
                     except Exception as err:
                         stream.fail(err)
@@ -243,8 +252,10 @@ def triton_model(handler_class: Any) -> type:
                 await asyncio.gather(*(self._one(tensors, stream) for tensors, stream in zip(self._batch(requests), streams)))
                 return None
 
-            async def _one(self, tensors: dict, stream: ResponseStream) -> None:
+            async def _one(self, tensors: dict | InputError, stream: ResponseStream) -> None:
                 try:
+                    if isinstance(tensors, InputError):
+                        raise tensors
                     await self.handler.stream_request_async(tensors, stream)
                     stream.send({}, final=True)
                 except Exception as err:
@@ -262,7 +273,7 @@ def triton_model(handler_class: Any) -> type:
                 )
                 return None
 
-            async def _one(self, tensors: dict, sender: Any, final: int) -> None:
+            async def _one(self, tensors: dict | InputError, sender: Any, final: int) -> None:
                 sent = False
 
                 def respond(result: Any) -> None:
@@ -272,6 +283,8 @@ def triton_model(handler_class: Any) -> type:
                         sender.send(self._response(result), flags=final)
 
                 try:
+                    if isinstance(tensors, InputError):
+                        raise tensors
                     respond(await self.handler.execute_request_async(tensors, respond))
                 except Exception as err:
                     if not (isinstance(err, InputError) or getattr(err, "client_error", False)):
@@ -283,10 +296,13 @@ def triton_model(handler_class: Any) -> type:
 
         class SyncModel(TritonPythonModel):
             def execute(self, requests: list) -> list:
+                batch = self._batch(requests)
+                valid = [tensors for tensors in batch if not isinstance(tensors, InputError)]
                 try:
-                    results = self.handler.execute_batch(self._batch(requests))
+                    computed = iter(self.handler.execute_batch(valid) if valid else [])
                 except Exception as err:
-                    results = self._failed(err, len(requests))
+                    computed = iter(self._failed(err, len(valid)))
+                results = [tensors if isinstance(tensors, InputError) else next(computed) for tensors in batch]
                 return [self._response(result) for result in results]
 
         model = SyncModel

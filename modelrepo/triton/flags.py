@@ -9,19 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-# Model-repository (load/unload/index) and model-config APIs need the admin key header.
-RESTRICTED_APIS = "model-repository,model-config"
+# Every API but health, metadata and inference needs the admin key header: model control
+# (load/unload/index), configs, shared-memory registration, statistics, trace and log settings.
+# (tritonserver 2.51's categories; it refuses to start on an unknown one.)
+RESTRICTED_APIS = "model-repository,model-config,shared-memory,statistics,trace,logging"
 # HTTP clients send this header as-is; gRPC clients send it as "triton-grpc-protocol-admin-key".
 ADMIN_HEADER = "admin-key"
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 # How long Triton lets in-flight requests finish after SIGTERM (k8s grace periods must exceed it).
 EXIT_TIMEOUT_S = 15
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+# `modelrepo serve` listens on loopback unless told otherwise; the image on every interface.
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
 
 
 def tritonserver_args(
     model_repository: str,
     *,
+    host: str,
     http_port: int = DEFAULT_PORTS["http"],
     grpc_port: int = DEFAULT_PORTS["grpc"],
     metrics_port: int = DEFAULT_PORTS["metrics"],
@@ -34,6 +40,7 @@ def tritonserver_args(
     """Every tritonserver flag but the binary and the install-specific directories (backends, caches)."""
     args = [
         f"--model-repository={model_repository}",
+        *address_args(host),
         f"--http-port={http_port}",
         f"--grpc-port={grpc_port}",
         f"--metrics-port={metrics_port}",
@@ -54,3 +61,13 @@ def tritonserver_args(
         restriction = f"{RESTRICTED_APIS}:{ADMIN_HEADER}={admin_key}"
         args += [f"--http-restricted-api={restriction}", f"--grpc-restricted-protocol={restriction}"]
     return args
+
+
+def address_args(host: str) -> list[str]:
+    """The interface every endpoint (HTTP, gRPC, metrics) binds to."""
+    return [f"--{endpoint}-address={host}" for endpoint in ("http", "grpc", "metrics")]
+
+
+def client_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to `host` (any-address: loopback)."""
+    return LOOPBACK if host in (ALL_INTERFACES, "::", "") else host

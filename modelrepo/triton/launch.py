@@ -1,12 +1,16 @@
 """The container image's entrypoint: tritonserver with the flags `modelrepo serve` uses, supervised.
 
 Triton 2.51 neither restarts a killed Python stub nor reports it (every probe stays green while the
-model fails every request), so by default this process starts tritonserver as its child, forwards
-SIGTERM / SIGINT to it, and reloads any model whose stub died (modelrepo.triton.recovery), as
-`modelrepo serve` does; it exits with tritonserver's exit code.
+model fails every request), nor survives every request (classification on a BYTES output: SIGFPE).
+So by default this process starts tritonserver as its child, forwards SIGTERM / SIGINT to it, reloads
+any model whose stub died and starts tritonserver again when it dies by itself, with backoff
+(modelrepo.triton.recovery.CrashOnly), as `modelrepo serve` does. It exits with tritonserver's exit
+code once stopped, or 128+signal after MODELREPO_MAX_RESTARTS restarts within the window (a crash loop).
 
 Environment:
-  MODELREPO_ADMIN_KEY   required: unlocks the restricted model-repository / model-config APIs
+  MODELREPO_ADMIN_KEY   required: unlocks the restricted APIs (flags.RESTRICTED_APIS: model control,
+                        config, shared memory, statistics, trace, logging)
+  TRITON_HOST           default 0.0.0.0 (every interface: the container's port is what is exposed)
   MODEL_REPOSITORY      default /models (baked into the image); s3://bucket/path,
                         gs://… or as://… read with the cloud credentials Triton takes from the
                         environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, …)
@@ -14,7 +18,11 @@ Environment:
   TRITONSERVER          default /opt/tritonserver/bin/tritonserver
   TRITON_EXIT_ON_ERROR  true (default): a model that fails to load stops the server (the pod restarts,
                         old pods keep serving); false: the rest serve, /v2/health/ready stays false
-  MODELREPO_SUPERVISE   true (default): heal dead stubs as above; false: exec tritonserver directly
+  MODELREPO_SUPERVISE   true (default): heal dead stubs and restart tritonserver as above; false: exec
+                        tritonserver directly
+  MODELREPO_MAX_RESTARTS default 5: restarts within the window before giving up (0: never restart)
+  MODELREPO_RESTART_WINDOW_S  default 300: restarts older than this are forgotten (the backoff,
+                        1 s doubling, starts again)
 
 `--print` shows the command instead of running it; `--health` is the image's HEALTHCHECK (exit 0 iff
 GET /v2/health/ready on the HTTP port answers 200). Standard library only, Python 3.10-compatible.
@@ -29,8 +37,8 @@ import sys
 from collections.abc import Mapping
 
 from modelrepo.triton.control import RunningServer
-from modelrepo.triton.flags import DEFAULT_PORTS, tritonserver_args
-from modelrepo.triton.recovery import supervise
+from modelrepo.triton.flags import ALL_INTERFACES, DEFAULT_PORTS, RESTRICTED_APIS, client_host, tritonserver_args
+from modelrepo.triton.recovery import CrashOnly, RestartPolicy
 
 ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
 DEFAULT_MODEL_REPOSITORY = "/models"  # NGC convention; the image copies the repository here
@@ -56,15 +64,35 @@ def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
     return raw == "true"
 
 
+def _host(env: Mapping[str, str]) -> str:
+    host = env.get("TRITON_HOST", ALL_INTERFACES).strip()
+    if not host or any(c.isspace() for c in host):
+        raise LaunchError(f"TRITON_HOST={host!r}: must be an address to bind (e.g. 0.0.0.0 or 127.0.0.1)")
+    return host
+
+
+def _count(env: Mapping[str, str], variable: str, default: int) -> int:
+    raw = env.get(variable, str(default)).strip()
+    if not raw.isdigit():
+        raise LaunchError(f"{variable}={raw!r}: must be a whole number >= 0")
+    return int(raw)
+
+
+def restart_policy(env: Mapping[str, str]) -> RestartPolicy:
+    return RestartPolicy(max_restarts=_count(env, "MODELREPO_MAX_RESTARTS", RestartPolicy.max_restarts),
+                         window_s=_count(env, "MODELREPO_RESTART_WINDOW_S", int(RestartPolicy.window_s)))
+
+
 def command(env: Mapping[str, str]) -> list[str]:
     key = env.get(ADMIN_KEY_ENV, "").strip()
     if not key:
-        # Without a key the model-control APIs would be open to anyone who reaches the port.
-        raise LaunchError(f"{ADMIN_KEY_ENV} is not set: the model-repository and model-config APIs need a key")
+        # Without a key the admin APIs would be open to anyone who reaches the port.
+        raise LaunchError(f"{ADMIN_KEY_ENV} is not set: the {RESTRICTED_APIS} APIs need a key")
     return [
         env.get("TRITONSERVER", DEFAULT_TRITONSERVER),
         *tritonserver_args(
             env.get("MODEL_REPOSITORY", DEFAULT_MODEL_REPOSITORY),
+            host=_host(env),
             http_port=_port(env, "http"),
             grpc_port=_port(env, "grpc"),
             metrics_port=_port(env, "metrics"),
@@ -78,11 +106,15 @@ def redacted(argv: list[str], secret: str) -> list[str]:
     return [arg.replace(secret, "***") for arg in argv]
 
 
+def _http_address(env: Mapping[str, str]) -> str:
+    return f"{client_host(_host(env))}:{_port(env, 'http')}"
+
+
 def ready(env: Mapping[str, str], timeout_s: float = 4.0) -> bool:
     import urllib.request
 
     try:
-        url = f"http://127.0.0.1:{_port(env, 'http')}/v2/health/ready"
+        url = f"http://{_http_address(env)}/v2/health/ready"
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return response.status == 200
     except (OSError, LaunchError):
@@ -96,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = command(os.environ)
         supervised = _flag(os.environ, "MODELREPO_SUPERVISE", True)
+        policy = restart_policy(os.environ)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -106,23 +139,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not supervised:
         os.execv(cmd[0], cmd)
-    return run_supervised(cmd, RunningServer(f"127.0.0.1:{_port(os.environ, 'http')}", key))
+    return run_supervised(cmd, RunningServer(_http_address(os.environ), key), policy)
 
 
-def run_supervised(cmd: list[str], server: RunningServer) -> int:
-    """tritonserver as a child: signals forwarded, dead stubs healed; returns its exit code."""
-    process = subprocess.Popen(cmd)
+def run_supervised(cmd: list[str], server: RunningServer, policy: RestartPolicy) -> int:
+    """tritonserver as a child: signals forwarded, dead stubs healed, restarted when it dies by itself;
+    returns its exit code once stopped, or non-zero when the restarts run out."""
     stopping = False
+    signalled: set[int] = set()  # the tritonserver pids a signal was forwarded to
+    # its own process group, so the stubs of a server that died can be killed with it
+    keeper = CrashOnly(lambda: subprocess.Popen(cmd, start_new_session=True), server, lambda: stopping, policy,
+                       log=lambda line: print(line, flush=True))
 
     def forward(signum, _frame):
         nonlocal stopping
         stopping = True
-        process.send_signal(signum)
+        if keeper.process is not None and keeper.process.poll() is None:
+            signalled.add(keeper.process.pid)
+            keeper.process.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    supervise(process, server, lambda: stopping, log=lambda line: print(line, flush=True))
-    code = process.wait()
+    given_up = keeper.run()
+    if given_up is not None:
+        return given_up
+    if keeper.process.pid not in signalled and keeper.process.poll() is None:  # started as the signal came
+        keeper.process.terminate()
+    code = keeper.process.wait()
     print(f"tritonserver exited with code {code}", flush=True)
     return code
 

@@ -13,15 +13,25 @@ that died while their model is still READY; `TritonServer.reload_model` then rel
 current config plus a changed marker parameter (an unchanged `load` is a no-op), which starts fresh
 stubs. The dead instance's unload never completes, so the next SIGTERM shutdown waits the full exit
 timeout (15 s) before tritonserver gives up. `supervise` runs that loop for `modelrepo serve` and for
-the image's entrypoint alike. Standard library only, Python 3.10-compatible (the image runs it).
+the image's entrypoint alike.
+
+Crash-only serving: tritonserver itself can die from one request (2.51: `classification` asked on a
+BYTES output ends it with SIGFPE). `CrashOnly` runs `supervise` and, when tritonserver exits by
+itself (not on our SIGTERM), logs the exit (signal name or exit code), cleans up its process group
+and starts it again on the same repository (the built artifacts are reused), with exponential
+backoff; after `max_restarts` restarts within `window_s` it gives up and returns a non-zero exit
+status (a crash loop is for a person, or Kubernetes' CrashLoopBackOff, to see).
+Standard library only, Python 3.10-compatible (the image runs it).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,3 +142,100 @@ def supervise(process: subprocess.Popen, server: ServerControl, stopping: Callab
             heal(server, watch, log=log)
         except (OSError, ControlError) as err:  # keep watching: the next death may still be healed
             print(f"error: could not reload a model whose stub died: {err}", file=sys.stderr, flush=True)
+
+
+def describe_exit(returncode: int) -> str:
+    """'killed by SIGFPE' for a signal (Popen's negative return codes), else 'exit code N'."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def exit_status(returncode: int) -> int:
+    """What a shell reports for it: 128 + N for signal N, never 0 (we only give up on failures)."""
+    return 128 - returncode if returncode < 0 else returncode or 1
+
+
+def kill_process_group(pid: int) -> None:
+    """SIGKILL what is left of tritonserver's process group (its Python stubs)."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Exponential backoff between restarts (first_delay_s, doubling, at most max_delay_s); after
+    `max_restarts` restarts within `window_s` the next death is final."""
+
+    max_restarts: int = 5
+    window_s: float = 300.0
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+
+    def delay_s(self, recent_restarts: int) -> float:
+        return min(self.first_delay_s * 2**recent_restarts, self.max_delay_s)
+
+
+class CrashOnly:
+    """tritonserver kept serving: stubs healed (`supervise`), the server restarted when it dies.
+
+    `start()` launches tritonserver in its own process group and returns it. `run()` returns None
+    once `stopping()` is true (stopping the live `self.process` is then the caller's job), or the exit
+    status to exit with when it gives up. `restarts` counts the restarts so far.
+    """
+
+    def __init__(self, start: Callable[[], subprocess.Popen], server: ServerControl, stopping: Callable[[], bool],
+                 policy: RestartPolicy = RestartPolicy(), log=print, interval_s: float = 0.5):
+        self.start, self.server, self.stopping = start, server, stopping
+        self.policy, self.log, self.interval_s = policy, log, interval_s
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+
+    def run(self, process: subprocess.Popen | None = None) -> int | None:
+        self.process = process or self.start()
+        recent: deque[float] = deque()  # when the restarts within the window happened
+        while True:
+            supervise(self.process, self.server, self.stopping, log=self.log, interval_s=self.interval_s)
+            if self.stopping():
+                return None
+            died_at = time.monotonic()
+            code = self.process.wait()
+            kill_process_group(self.process.pid)
+            while recent and died_at - recent[0] > self.policy.window_s:
+                recent.popleft()
+            if len(recent) >= self.policy.max_restarts:
+                self.log(f"error: tritonserver died by itself ({describe_exit(code)}) after {len(recent)} restarts "
+                         f"within {self.policy.window_s:g} s: giving up (crash loop)")
+                return exit_status(code)
+            delay = self.policy.delay_s(len(recent))
+            self.restarts += 1
+            self.log(f"tritonserver died by itself ({describe_exit(code)}); restart {self.restarts} in {delay:g} s "
+                     f"({len(recent) + 1} of at most {self.policy.max_restarts} within {self.policy.window_s:g} s)")
+            if self._sleep(delay):
+                return None
+            recent.append(time.monotonic())
+            self.process = self.start()
+            self._report_ready(died_at)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait `seconds` unless asked to stop; True if asked."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.stopping():
+                return True
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return self.stopping()
+
+    def _report_ready(self, died_at: float) -> None:
+        """Log once every model is READY again (strict readiness), or return early if it dies or we stop."""
+        while self.process.poll() is None and not self.stopping():
+            if self.server.is_ready():
+                self.log(f"tritonserver serving again (restart {self.restarts}): every model READY "
+                         f"{time.monotonic() - died_at:.1f} s after it died")
+                return
+            time.sleep(0.2)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from modelrepo.paths import cache_dir
 from modelrepo.triton.control import ControlError, ServerControl
-from modelrepo.triton.flags import DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, tritonserver_args
+from modelrepo.triton.recovery import kill_process_group
+from modelrepo.triton.flags import DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, LOOPBACK, client_host, tritonserver_args
 
 
 class ServerStartError(RuntimeError):
@@ -136,6 +137,7 @@ class TritonServer(ServerControl):
     grpc_port: int = 8001
     metrics_port: int = 8002
     admin_key: str | None = None
+    host: str = LOOPBACK  # the interface every endpoint binds to (0.0.0.0: all)
     # explicit + every model loaded at start: what is served is the whole repository, and configs can
     # be reloaded (load_model with a config override) without a restart.
     model_control_mode: str = "explicit"
@@ -149,15 +151,15 @@ class TritonServer(ServerControl):
 
     @property
     def http_url(self) -> str:
-        return f"127.0.0.1:{self.http_port}"
+        return f"{client_host(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{client_host(self.host)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return f"http://{client_host(self.host)}:{self.metrics_port}/metrics"
 
     def command(self, backend_dir: Path) -> list[str]:
         home = tritonserver_home()
@@ -165,6 +167,7 @@ class TritonServer(ServerControl):
             str(home / "bin/tritonserver"),
             *tritonserver_args(
                 str(Path(self.model_repository).resolve()),
+                host=self.host,
                 http_port=self.http_port,
                 grpc_port=self.grpc_port,
                 metrics_port=self.metrics_port,
@@ -186,13 +189,14 @@ class TritonServer(ServerControl):
         env["PATH"] = os.pathsep.join([str(stub_python_bin()), env.get("PATH", "")])
         return env
 
-    def start(self) -> None:
+    def start(self, append_log: bool = False) -> subprocess.Popen:
+        """Launch tritonserver (not waiting for it); `append_log` keeps an earlier run's log (a restart)."""
         runtime = cache_dir() / "triton"
         backend_dir = prepare_backend_dir(runtime / "backends")
         if self.log_path is None:
             self.log_path = runtime / f"tritonserver-{self.http_port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab" if append_log else "wb") as log:
             self.process = subprocess.Popen(
                 self.command(backend_dir),
                 stdout=log,
@@ -200,6 +204,7 @@ class TritonServer(ServerControl):
                 env=self.environment(),
                 start_new_session=True,  # its own process group: stubs are stopped with it
             )
+        return self.process
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
@@ -284,10 +289,7 @@ class TritonServer(ServerControl):
         return code if code is not None else self.process.wait()
 
     def _kill_group(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_process_group(self.process.pid)
 
     def __enter__(self) -> "TritonServer":
         self.start()

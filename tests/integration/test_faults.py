@@ -150,7 +150,7 @@ def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tm
     key = "entrypoint-test-key"
     env = {**local.environment(), "MODELREPO_ADMIN_KEY": key, "MODEL_REPOSITORY": str(repository),
            "TRITONSERVER": str(wrapper), "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc),
-           "TRITON_METRICS_PORT": str(metrics), "PYTHONUNBUFFERED": "1"}
+           "TRITON_METRICS_PORT": str(metrics), "TRITON_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
     log = tmp_path / "launch.log"
     with open(log, "wb") as out:
         launcher = subprocess.Popen([sys.executable, "-m", "modelrepo.triton.launch"], env=env, stdout=out,
@@ -176,6 +176,17 @@ def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tm
         assert any(r.error for r in results if r.scheduled >= killed), "the kill went unnoticed by the load"
         recent = [r for r in results if r.scheduled >= time.monotonic() - 2.5]
         assert recent and not [r.error for r in recent if r.error], "still failing after the reload"
+        # crash-only: tritonserver itself killed -> the entrypoint starts it again (same repository)
+        os.kill(tritonserver, signal.SIGKILL)
+        crashed = time.monotonic()
+        while "tritonserver serving again (restart 1)" not in log.read_text():
+            assert launcher.poll() is None and time.monotonic() - crashed < 120, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert "tritonserver died by itself (killed by SIGKILL); restart 1 in 1 s" in log.read_text()
+        (restarted,) = child_pids(launcher.pid, zombies=False)
+        assert restarted != tritonserver and server.is_ready()
+        assert server.model_states()["credit_default_fused"] == "READY"
+        assert credit_call(server, "credit_default_fused")()() in ("approve", "review", "decline")
         launcher.send_signal(signal.SIGTERM)
         code = launcher.wait(timeout=60)
         # SIGTERM reached tritonserver through the launcher; the dead instance makes its unload time out.

@@ -11,10 +11,13 @@ missing `inputs`, a string where a number is declared, ...) with HTTP 500 before
 Those are upstream behaviour, allowed here only with the parser's own messages (TRITON_PARSER_500);
 a 500 from a model (our adapter's "internal error: ...") always fails.
 
-Not generated, because they crash or mis-answer tritonserver 2.51 itself (upstream defects, found
-by this fuzz; a single request takes the whole server down, so they cannot share its session):
-a shape dimension >= 2**32 (truncated to 32 bits: a wrong-shaped 200 for BYTES, SIGSEGV for FP32),
-and `classification` requested on a BYTES output (the server dies).
+Not generated here, because they crash or mis-answer tritonserver 2.51 itself (upstream defects,
+found by this fuzz; a single request takes the whole server down, so they cannot share its session):
+a shape dimension >= 2**32 (truncated to 32 bits: a wrong-shaped 200 for BYTES through an ensemble,
+SIGSEGV for a numeric input) and `classification` requested on a BYTES output (SIGFPE). The hostile
+corpus sends each of them (tests/integration/test_input_corpus.py): to a Python model a huge batch
+dimension is refused by name; the crashers go to a crash-only `modelrepo serve`, which must serve
+again, every model READY and answering as before.
 """
 
 from __future__ import annotations

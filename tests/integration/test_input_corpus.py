@@ -6,11 +6,17 @@ good requests mixed with bad ones in one dynamic batch.
 Every refusal must name the input and the rule, be the client's fault (what Triton 2.51 returns is
 asserted exactly: HTTP 400 / gRPC INVALID_ARGUMENT; a gRPC *stream* carries only a message, no code),
 and leave the server READY and answering a good request exactly as before.
+
+Batch dimensions of 2**32 or more (Triton 2.51 truncates them) are refused by name where the tensor
+reaches our code without its batch dimension; the requests that end tritonserver itself (classification
+on a BYTES output, a huge shape on a numeric input) run against a crash-only `modelrepo serve`, which
+must serve again afterwards.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import re
 import struct
@@ -21,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from modelrepo.perf.chaos import classification_on_bytes_grpc, classification_on_bytes_http
 from modelrepo.triton.llm_client import generate, grpc_stream, llm_inputs
+from tests.integration.crash_only import crash_and_recover
 from tests.integration.triton_calls import InferenceServerException, texts
 
 CLIENT_ERROR = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
@@ -256,7 +264,8 @@ def test_http_binary_data_after_the_last_input_is_refused(server, http_client):
 
 
 def grpc_raw_infer(server, model: str, inputs: list[tuple[str, list[int], str]], raw: list[bytes]):
-    """A ModelInferRequest built by hand, so its raw_input_contents can disagree with the shapes."""
+    """A ModelInferRequest built by hand, so its raw_input_contents can disagree with the shapes:
+    (status code, details, the response or None)."""
     import grpc
     from tritonclient.grpc import service_pb2, service_pb2_grpc
 
@@ -266,10 +275,10 @@ def grpc_raw_infer(server, model: str, inputs: list[tuple[str, list[int], str]],
     request.raw_input_contents.extend(raw)
     with grpc.insecure_channel(server.grpc_url) as channel:
         try:
-            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+            response = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
         except grpc.RpcError as err:
-            return err.code(), err.details()
-    return grpc.StatusCode.OK, ""
+            return err.code(), err.details(), None
+    return grpc.StatusCode.OK, "", response
 
 
 CREDIT_RAW_OK = [bytes_blob(b"No"), F32, F32]
@@ -293,7 +302,7 @@ def test_grpc_raw_contents_beyond_the_inputs_are_ignored_by_triton(server, grpc_
 
     from tests.integration.triton_calls import Caller
 
-    code, details = grpc_raw_infer(server, model, CREDIT_SPECS, CREDIT_RAW_OK + [F32])
+    code, details, _ = grpc_raw_infer(server, model, CREDIT_SPECS, CREDIT_RAW_OK + [F32])
     assert (code, details) == (grpc.StatusCode.OK, "")
     assert_healthy(server, Caller("grpc", grpc_client), model)
 
@@ -305,11 +314,84 @@ def test_grpc_raw_request_whose_data_does_not_match_its_shape_is_refused(server,
     from tests.integration.triton_calls import Caller
 
     _, specs, raw, patterns = GRPC_RAW[case]
-    code, details = grpc_raw_infer(server, model, specs, raw)
+    code, details, _ = grpc_raw_infer(server, model, specs, raw)
     assert code == grpc.StatusCode.INVALID_ARGUMENT, (code, details)
     for pattern in patterns:
         assert re.search(pattern, details), (pattern, details)
     assert_healthy(server, Caller("grpc", grpc_client), model)
+
+
+# ------------------------------------------------------------------ batch dimensions of 2**32 or more
+# Triton 2.51 keeps only the low 32 bits of a request's batch dimension: [2**62, 1] is batch size 0.
+HUGE = 2**62
+HUGE_REFUSAL = ["input 'TEXT'", r"arrived with shape \[1\]", "batch dimension was not a valid size"]
+
+
+def test_a_huge_batch_dimension_reaching_a_python_model_is_refused_by_name(server, http_client, grpc_client):
+    """Sent to a Python model directly, the tensor arrives without its batch dimension ([1]):
+    the adapter refuses it by name (HTTP 400 / INVALID_ARGUMENT) instead of answering."""
+    import grpc
+
+    from tests.integration.triton_calls import Caller
+
+    status, answer = http_infer_raw(server, "minilm_tokenizer", {"inputs": [json_input("TEXT", [HUGE, 1], "BYTES", ["hello"])]})
+    assert status == 400, answer
+    code, details, _ = grpc_raw_infer(server, "minilm_tokenizer", [("TEXT", [HUGE, 1], "BYTES")], [bytes_blob(b"hello")])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+    for message in (answer["error"], details):
+        for pattern in HUGE_REFUSAL:
+            assert re.search(pattern, message), (pattern, message)
+    assert_healthy(server, Caller("http", http_client), "text_embedding")
+    assert_healthy(server, Caller("grpc", grpc_client), "text_embedding")
+
+
+@pytest.mark.parametrize("model", TEXT_MODELS)
+def test_a_huge_batch_dimension_on_an_ensemble_is_answered_by_triton_without_reaching_us_as_such(server, http_client, model):
+    """Through an ensemble the step receives [1, 1], exactly what a real one-text request gives it, so no
+    code of ours can tell: Triton 2.51 answers 200, the output's batch dimension missing. Asserted
+    exactly (an upstream defect) so that an upgrade that refuses it shows; README "Failure modes"."""
+    import grpc
+
+    from tests.integration.triton_calls import Caller
+
+    status, answer = http_infer_raw(server, model, {"inputs": [json_input("TEXT", [HUGE, 1], "BYTES", ["A fine tea."])]})
+    assert status == 200, answer
+    code, _, response = grpc_raw_infer(server, model, [("TEXT", [HUGE, 1], "BYTES")], [bytes_blob(b"A fine tea.")])
+    assert code == grpc.StatusCode.OK
+    per_text = {"text_embedding": [[384]], "review_sentiment": [[1], [2]]}[model]  # LABEL, PROBABILITIES
+    assert sorted(output["shape"] for output in answer["outputs"]) == sorted(per_text)
+    assert sorted(list(output.shape) for output in response.outputs) == sorted(per_text)
+    assert_healthy(server, Caller("http", http_client), model)
+
+
+# ------------------------------------------------------------------ requests that end tritonserver 2.51 itself
+def dropped(send) -> str:
+    """Send a request that kills the server: the client sees its connection drop (or an error)."""
+    try:
+        return repr(send())
+    except (OSError, http.client.HTTPException) as err:
+        return f"{type(err).__name__}: {err}"
+
+
+# case: (send it to a ServeProcess, the signal tritonserver dies of). Triton's own code fails before any
+# model sees the request, so nothing of ours can refuse it: crash-only serving restarts the server.
+CRASHERS = {
+    "HTTP classification on the BYTES output LABEL": (lambda serve: classification_on_bytes_http(serve.http_url), "SIGFPE"),
+    "gRPC class_count on the BYTES output LABEL": (lambda serve: classification_on_bytes_grpc(serve.grpc_url), "SIGFPE"),
+    "HTTP INT64 inputs shape [2**62, 1], one value each": (
+        lambda serve: dropped(lambda: http_infer_raw(serve, "minilm_encoder", {"inputs": [
+            json_input("input_ids", [HUGE, 1], "INT64", [101]), json_input("attention_mask", [HUGE, 1], "INT64", [1])]})),
+        "SIGSEGV",
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CRASHERS)
+def test_a_request_that_kills_tritonserver_leaves_it_serving_again(crash_only_server, case):
+    send, signal_name = CRASHERS[case]
+    died = crash_and_recover(crash_only_server, lambda: send(crash_only_server))
+    assert f"(killed by {signal_name}); restart" in died
 
 
 # ------------------------------------------------------------------ good and bad in one dynamic batch

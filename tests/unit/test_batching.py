@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelrepo.python_backends.batching import answer_each, concat_requests, pad_to_length, split_rows
+from modelrepo.python_backends.batching import answer_each, check_ranks, concat_requests, input_ranks, pad_to_length, split_rows
 from modelrepo.python_backends.errors import InputError
 
 
@@ -55,3 +55,15 @@ def test_answer_each_with_only_bad_requests_computes_nothing():
 
     results = answer_each([{"x": 1}], reject, compute)
     assert isinstance(results[0], InputError)
+
+
+def test_a_tensor_without_its_batch_dimension_is_refused_by_name():
+    """What Triton 2.51 hands the model for HTTP shape [2**62, 1] (batch size truncated to 0): [1]."""
+    config = {"max_batch_size": 64, "input": [{"name": "TEXT", "dims": [1]}, {"name": "LEN", "dims": [1], "reshape": {}}]}
+    ranks = input_ranks(config)
+    assert ranks == {"TEXT": 2, "LEN": 1}  # reshape {}: the model sees [batch]
+    check_ranks({"TEXT": np.array([[b"ok"]], dtype=object), "LEN": np.array([3])}, ranks)
+    check_ranks({"TEXT": np.array([[b"ok"]], dtype=object)}, ranks)  # an optional input not sent
+    with pytest.raises(InputError, match=r"input 'TEXT': arrived with shape \[1\], not the 2 dimensions .* send the real batch size"):
+        check_ranks({"TEXT": np.array([b"ok"], dtype=object)}, ranks)
+    assert input_ranks({"max_batch_size": 0, "input": [{"name": "X", "dims": [2, 3]}]}) == {"X": 2}

@@ -6,19 +6,54 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from modelrepo.perf import analyzer
+from modelrepo.triton import launch
 from modelrepo.pins import pins
 from modelrepo.triton.server import TritonServer, failure_lines, prepare_backend_dir
 
 
-def test_command_restricts_admin_apis_and_uses_the_given_ports(tmp_path):
+ADMIN_APIS = "model-repository,model-config,shared-memory,statistics,trace,logging"
+
+
+def test_command_restricts_every_admin_api_and_uses_the_given_ports(tmp_path):
     server = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3, admin_key="k")
     cmd = server.command(tmp_path / "backends")
     assert cmd[0].endswith("bin/tritonserver") and Path(cmd[0]).exists()
     assert {"--http-port=1", "--grpc-port=2", "--metrics-port=3"} <= set(cmd)
-    assert "--http-restricted-api=model-repository,model-config:admin-key=k" in cmd
-    assert "--grpc-restricted-protocol=model-repository,model-config:admin-key=k" in cmd
+    assert f"--http-restricted-api={ADMIN_APIS}:admin-key=k" in cmd
+    assert f"--grpc-restricted-protocol={ADMIN_APIS}:admin-key=k" in cmd
     assert any(arg.startswith("--cache-config=local,size=") for arg in cmd)
+
+
+def test_the_server_binds_loopback_unless_told_otherwise(tmp_path):
+    local = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3).command(tmp_path)
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1"} <= set(local)
+    everywhere = TritonServer(tmp_path, http_port=1, grpc_port=2, metrics_port=3, host="0.0.0.0")
+    assert {"--http-address=0.0.0.0", "--grpc-address=0.0.0.0", "--metrics-address=0.0.0.0"} <= set(everywhere.command(tmp_path))
+    assert everywhere.http_url == "127.0.0.1:1"  # clients on this machine go through loopback
+    assert TritonServer(tmp_path, http_port=1, host="10.1.2.3").http_url == "10.1.2.3:1"
+
+
+def test_serve_binds_loopback_by_default_and_takes_host():
+    from modelrepo.cli import parser
+
+    assert parser().parse_args(["serve"]).host == "127.0.0.1"
+    assert parser().parse_args(["serve", "--host", "0.0.0.0"]).host == "0.0.0.0"
+
+
+def test_the_image_launcher_binds_every_interface_unless_told_otherwise():
+    key = {launch.ADMIN_KEY_ENV: "k"}
+    assert {"--http-address=0.0.0.0", "--grpc-address=0.0.0.0", "--metrics-address=0.0.0.0"} <= set(launch.command(key))
+    assert "--grpc-address=127.0.0.1" in launch.command({**key, "TRITON_HOST": "127.0.0.1"})
+    with pytest.raises(launch.LaunchError, match="TRITON_HOST='': must be an address"):
+        launch.command({**key, "TRITON_HOST": " "})
+    assert f"--http-restricted-api={ADMIN_APIS}:admin-key=k" in launch.command(key)
+    assert launch.restart_policy({}).max_restarts == 5
+    assert launch.restart_policy({"MODELREPO_MAX_RESTARTS": "0"}).max_restarts == 0
+    with pytest.raises(launch.LaunchError, match="MODELREPO_MAX_RESTARTS='-1': must be a whole number >= 0"):
+        launch.restart_policy({"MODELREPO_MAX_RESTARTS": "-1"})
 
 
 def test_backend_dir_links_the_stub_for_this_python(tmp_path):
