@@ -193,13 +193,15 @@ class Rehearsal:
         binary.chmod(0o755)
 
     def entrypoint_env(self, extra: dict[str, str]) -> dict[str, str]:
-        """The image's environment plus `docker run -e` settings; the relocated default paths given
-        explicitly (TRITONSERVER, MODEL_REPOSITORY) since the launcher's defaults name the image's."""
+        """The image's environment plus `docker run -e` settings: the relocated default paths given
+        explicitly (TRITONSERVER, MODEL_REPOSITORY) since the launcher's defaults name the image's, and
+        loopback as the interface (the image binds every interface of its own network namespace; here
+        that would be the host's, which `docker run -p 127.0.0.1:…` would not expose either)."""
         temp = self.host("/tmp")
         temp.mkdir(exist_ok=True)
         os.chown(temp, UID, GID)
         return {**self.env, "TMPDIR": str(temp), "TRITONSERVER": str(self.host("/opt/tritonserver/bin/tritonserver")),
-                "MODEL_REPOSITORY": str(self.host("/models")), **extra}
+                "MODEL_REPOSITORY": str(self.host("/models")), "TRITON_HOST": "127.0.0.1", **extra}
 
 
 def copy_context(source: Path, destination: Path) -> None:

@@ -17,6 +17,7 @@ from modelrepo.pins import pins, pyproject
 from modelrepo.serving_requirements import declared_serving_requirements, requirement_name
 from modelrepo.tools import venv_tool
 from modelrepo.triton import launch
+from modelrepo.triton.flags import ALL_INTERFACES, RESTRICTED_APIS
 from modelrepo.triton.server import TritonServer
 from tests.deploy.dockerfile import stages
 
@@ -99,13 +100,16 @@ def test_the_image_and_modelrepo_serve_run_the_same_tritonserver_flags():
     key = "k" * 24
     image = launch.command({launch.ADMIN_KEY_ENV: key})
     local = TritonServer(model_repository=REPO_ROOT / "model_repository", http_port=8000, grpc_port=8001,
-                         metrics_port=8002, admin_key=key).command(Path("/backends"))
+                         metrics_port=8002, admin_key=key, host=ALL_INTERFACES).command(Path("/backends"))
     assert image[0] == "/opt/tritonserver/bin/tritonserver"
     assert image[1] == "--model-repository=/models"
     install_specific = ("--model-repository=", "--backend-directory=", "--cache-directory=")
     assert [a for a in image[1:] if not a.startswith(install_specific)] == \
            [a for a in local[1:] if not a.startswith(install_specific)]
-    assert f"--http-restricted-api=model-repository,model-config:admin-key={key}" in image
+    assert f"--http-restricted-api={RESTRICTED_APIS}:admin-key={key}" in image
+    # the image listens on every interface of its container; `modelrepo serve` on loopback by default
+    assert "--http-address=0.0.0.0" in image
+    assert "--http-address=127.0.0.1" in TritonServer(REPO_ROOT / "model_repository").command(Path("/backends"))
 
 
 def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it():
