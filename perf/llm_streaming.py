@@ -140,8 +140,8 @@ def report(args, runs: list[dict], miss_ms: float, command_line: str) -> str:
         f"(min_length = max_tokens; tokens counted from the answers), {len(PROMPTS)} prompts in rotation, "
         f"{args.requests} requests per point, {len(runs)} run(s): median (range).{done}",
         "",
-        "| concurrency | requests per run | TTFT p50 (s) | TTFT p99 (s) | TPOT mean (ms) | TPOT p99 (ms) | tokens per answer | output tokens/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(["| concurrency | requests per run | TTFT p50 (s) | TTFT p99 (s) | TPOT mean (ms) | TPOT p99 (ms) | tokens per answer | output tokens/s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"] if points else []),
         *[f"| {c} | {args.requests} | {p['ttft_p50_s'].text()} | {p['ttft_p99_s'].text()} | {p['tpot_mean_s'].text(0, 1000)} | "
           f"{p['tpot_p99_s'].text(0, 1000)} | {p['output_tokens_per_request'].text(1)} | {p['output_tokens_per_s'].text(1)} |"
           for c, p in points.items()],
@@ -153,9 +153,12 @@ def report(args, runs: list[dict], miss_ms: float, command_line: str) -> str:
         "Goals:",
         *[f"- {goal}" for goal in goals],
         "",
-        "perf_analyzer commands (per concurrency, first run): "
-        + "; ".join(f"`{runs[0]['points'][c]['command']}`" for c in concurrencies),
     ]
+    if concurrencies:
+        body.append("perf_analyzer commands (per concurrency, first run): "
+                    + "; ".join(f"`{runs[0]['points'][c]['command']}`" for c in concurrencies))
+    else:
+        body.append("No streaming point was measured in this run (`--concurrency` given no value).")
     data = {"runs": runs, "miss_ms": miss_ms, "points": {c: {k: v.as_dict() for k, v in p.items()} for c, p in points.items()},
             "cache": {k: v.as_dict() for k, v in cache.items()}, "ratio_8_vs_1": ratio.as_dict() if ratio else None,
             "goals": goals, "runs_finished": len(runs), "runs_asked": args.runs}
@@ -164,7 +167,8 @@ def report(args, runs: list[dict], miss_ms: float, command_line: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4, 8],
+                        help="streaming points (given with no value: the cache figures only)")
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency and run")
     parser.add_argument("--runs", type=int, default=3)
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         MODEL_REPOSITORY, *free_ports(3), admin_key="bench", load_models=MODELS
     ) as server:
         data = input_data(Path(tmp) / "prompts.json", args.tokens)
-        run_perf_analyzer(server, data, 1, 2, Path(tmp) / "warmup.json")  # first calls of every stub are slow
+        if args.concurrency:
+            run_perf_analyzer(server, data, 1, 2, Path(tmp) / "warmup.json")  # first calls of every stub are slow
         miss_ms = fill_cache(server)
 
         def one_run(i: int) -> dict:

@@ -64,10 +64,12 @@ def spread_of(runs: Sequence[dict[str, Any]], keys: Iterable[str]) -> dict[str, 
 
 
 def provenance(command: str) -> dict[str, str]:
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return {
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        # The load average at writing time: on a shared machine it says how much else was running.
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, load average (1, 5, 15 min) {load}",
     }
 
 
