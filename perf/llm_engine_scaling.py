@@ -3,7 +3,7 @@
     .venv/bin/python -m modelrepo.perf.llm_engine_scaling [--batches 1 2 4 8] [--threads 1 2] [--steps 200] [--runs 3]
 
 The ceiling for in-flight batching here: tokens/s of a batch of B sequences is B / step time.
-Each step: B new tokens against an 80-token cache (cropped back to 80 after every step, so every
+Each step: B new tokens against an 80-token cache (the new token dropped after every step, so every
 step does the same work); a run's figure is the median of `--steps` steps after 2 warm-up steps,
 and each point is reported as the median and range over `--runs` runs.
 Writes perf/results/llm_engine_scaling.{json,md}.
@@ -40,7 +40,7 @@ def step_seconds(model, batch: int, steps: int) -> float:
             started = time.perf_counter()
             model(input_ids=ids[:, :1], attention_mask=mask, position_ids=position, past_key_values=cache, use_cache=True)
             times.append(time.perf_counter() - started)
-            cache.crop(CONTEXT)
+            cache.crop(-1)  # drop the token this step added: the next step sees CONTEXT tokens again
     return statistics.median(times[WARMUP_STEPS:])
 
 
