@@ -127,3 +127,16 @@ def test_a_config_without_counts_or_with_a_bad_thread_count_is_named():
         Parallelism.of_config(encoder_config([2], "two"))
     with pytest.raises(ValueError, match="instance_group: minilm_encoder's config states no instance count"):
         Parallelism.of_config(encoder_config([], "1"))
+
+
+def test_genai_perf_figures_are_the_median_and_range_of_each_runs_statistic():
+    from modelrepo.perf.genai_perf_check import spreads
+
+    runs = [
+        {"time_to_first_token": {"unit": "ms", "avg": 900.0, "p50": 880.0, "p99": 1300.0}, "output_token_throughput": {"avg": 20.0}},
+        {"time_to_first_token": {"unit": "ms", "avg": 950.0, "p50": 900.0, "p99": 1100.0}, "output_token_throughput": {"avg": 24.0}},
+        {"time_to_first_token": {"unit": "ms", "avg": 1000.0, "p50": 990.0, "p99": 1200.0}},
+    ]
+    figures = spreads(runs)
+    assert figures["time_to_first_token"]["p99"] == Spread(1200.0, 1100.0, 1300.0, (1300.0, 1100.0, 1200.0))
+    assert "output_token_throughput" not in figures  # missing from one run: no median pretended
