@@ -230,10 +230,11 @@ def engine_gauge(server, name: str) -> float:
     return server.metrics()[name][(("model", "llm_engine"),)]
 
 
-def wait_for_gauge(server, name: str, value: float, timeout_s: float = 60) -> None:
+def wait_for_engine(server, active: int, waiting: int, timeout_s: float = 60) -> None:
+    """Until llm_engine runs `active` sequences and `waiting` wait for a slot."""
     deadline = time.monotonic() + timeout_s
-    while engine_gauge(server, name) != value:
-        assert time.monotonic() < deadline, f"{name} is {engine_gauge(server, name)}, not {value}, after {timeout_s:.0f} s"
+    while (now := (engine_gauge(server, "llm_active_sequences"), engine_gauge(server, "llm_queue_size"))) != (active, waiting):
+        assert time.monotonic() < deadline, f"llm_engine: (active, waiting) is {now}, not {(active, waiting)}, after {timeout_s:.0f} s"
         time.sleep(0.2)
 
 
@@ -309,7 +310,7 @@ def test_recording_rules_have_values_and_alerts_follow_drift_and_latency(server,
             holders = [HeldStream(server.grpc_url, f"Count from {k} to {k + 600}.") for k in range(LLM_SLOTS)]
             waiting = [None] * WAITING_STREAMS
             try:
-                wait_for_gauge(server, "llm_active_sequences", LLM_SLOTS)
+                wait_for_engine(server, active=LLM_SLOTS, waiting=0)  # every slot is a holder's
 
                 def stream(k):
                     waiting[k] = grpc_stream(server.grpc_url, "llm_bls", llm_inputs(f"Name the colour number {k}.", 4, stream=True))
@@ -317,7 +318,7 @@ def test_recording_rules_have_values_and_alerts_follow_drift_and_latency(server,
                 threads = [threading.Thread(target=stream, args=(k,), daemon=True) for k in range(WAITING_STREAMS)]
                 for thread in threads:
                     thread.start()
-                wait_for_gauge(server, "llm_queue_size", WAITING_STREAMS)
+                wait_for_engine(server, active=LLM_SLOTS, waiting=WAITING_STREAMS)
                 time.sleep(HOLD_S)
                 assert not any(h.ended_by_itself.is_set() for h in holders), "a holding stream ended before it was released"
             finally:
