@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import re
 import traceback
@@ -46,6 +47,19 @@ class RemoteModelError(RuntimeError):
         self.model = model
         self.client_error = client_error
         self.overloaded = overloaded  # the callee's queue was full or its queue timeout expired
+
+
+# Threads that wait for a BLS call's response, or a decoupled call's next one (one per open stream):
+# asyncio's default pool (cores + 4 threads) would make the seventh concurrent wait hold up the rest.
+_STREAM_WAITERS = concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix="bls-stream")
+
+
+async def _executed(request: Any, decoupled: bool = False) -> Any:
+    """`request.exec` awaited on our own pool. The stub's `async_exec` runs it on asyncio's default
+    pool (cores + 4 threads), and a decoupled call holds its thread until the callee's first response:
+    six streams waiting for an llm_engine slot on 2 cores took every thread, so every other BLS call
+    of the model (the running streams' detokenisation, new requests' preprocessing) waited too."""
+    return await asyncio.get_running_loop().run_in_executor(_STREAM_WAITERS, functools.partial(request.exec, decoupled=decoupled))
 
 
 def _bls_request(pb_utils: Any, model: str, inputs: dict, outputs: list[str], version: int, request_id: str = "") -> Any:
@@ -95,7 +109,7 @@ def bls_caller(pb_utils: Any):
 
     async def infer(model: str, inputs: dict, outputs: list[str], version: int = -1) -> dict:
         try:
-            response = await _bls_request(pb_utils, model, inputs, outputs, version).async_exec()
+            response = await _executed(_bls_request(pb_utils, model, inputs, outputs, version))
         except pb_utils.TritonModelException as err:
             raise _remote_error(pb_utils, model, err) from None
         if response.has_error():
@@ -134,18 +148,13 @@ class ResponseStream:
         return bool(self._sender.is_cancelled())
 
 
-# Threads that wait for the next response of a decoupled BLS call, one per open stream: asyncio's
-# default pool (cores + 4 threads) would make the ninth concurrent stream wait for a free thread.
-_STREAM_WAITERS = concurrent.futures.ThreadPoolExecutor(max_workers=128, thread_name_prefix="bls-stream")
-
-
 def bls_stream(pb_utils: Any):
     """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`).
     (2.51's BLS cannot cancel such a call: callees offer their own stop request, see llm_engine.)"""
 
     async def stream(model: str, inputs: dict, outputs: list[str], version: int = -1, request_id: str = ""):
         try:
-            responses = await _bls_request(pb_utils, model, inputs, outputs, version, request_id).async_exec(decoupled=True)
+            responses = await _executed(_bls_request(pb_utils, model, inputs, outputs, version, request_id), decoupled=True)
         except pb_utils.TritonModelException as err:
             raise _remote_error(pb_utils, model, err) from None
         loop = asyncio.get_running_loop()

@@ -27,7 +27,6 @@ import json
 import math
 import random
 import struct
-import time
 
 import pytest
 
@@ -233,7 +232,6 @@ def test_random_and_malformed_bodies_get_client_errors_or_well_formed_answers(se
     stubs_before = live_stubs(server)
     assert stubs_before, "no Python-backend stubs found under the server process"
     rng = random.Random(f"{SEED}-{model}")
-    started = time.monotonic()
     tally: dict[int, int] = {}
     for index, (body, headers) in enumerate(bodies(model, rng)):
         try:
@@ -255,4 +253,3 @@ def test_random_and_malformed_bodies_get_client_errors_or_well_formed_answers(se
     assert any(400 <= s < 500 for s in tally), tally  # the corpus does reach the refusals
     assert server.is_ready()
     assert live_stubs(server) == stubs_before  # same stubs, none died or restarted
-    assert time.monotonic() - started < 60

@@ -134,11 +134,13 @@ def test_the_semantic_cache_answers_repeats_and_paraphrases_and_says_so(server):
 
     first = ask("What is the tallest mountain on Earth?")
     assert first[1] is False
-    started = time.monotonic()
+    # A hit is answered without the engine (how fast is the cache benchmark's business, not a test's).
+    generated_before = metric(server, "llm_generated_tokens_total")
     repeat = ask("What is the tallest mountain on Earth?")
-    assert repeat == (first[0], True, 1.0) and time.monotonic() - started < 1.0
+    assert repeat == (first[0], True, 1.0)
     paraphrase = ask("Which is the tallest mountain on Earth?")  # MiniLM cosine 0.99 to the first
     assert paraphrase[0] == first[0] and paraphrase[1] is True and 0.95 <= paraphrase[2] < 1.0
+    assert metric(server, "llm_generated_tokens_total") == generated_before
     assert ask("How do airplanes stay in the air?")[1] is False
     ratio = scrape_metrics(server)["llm_cache_hit_ratio"][(("model", "llm_cached"),)]
     assert 0 < ratio < 1

@@ -12,34 +12,28 @@ import tritonclient.grpc as grpcclient
 
 from modelrepo.build.credit import request_arrays
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from tests.integration.triton_calls import scrape_metrics, texts
+from tests.integration.triton_calls import input_tensors, scrape_metrics, texts
 
 REVIEW = "The battery lasts two days and the screen is sharp, but the speaker crackles at full volume. " * 3
 
 
 def grpc_tensors(inputs: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
-    tensors = []
-    for name, array in inputs.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), "BYTES" if array.dtype == object else "FP32")
-        tensor.set_data_from_numpy(array)
-        tensors.append(tensor)
-    return tensors
+    return input_tensors(grpcclient, inputs)
 
 
-def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) -> list[tuple[str, float]]:
-    """`count` requests at once (async gRPC): (status, seconds) each; status "OK" or the error's code."""
+def burst(grpc_url: str, model: str, inputs: dict[str, np.ndarray], count: int) -> list[tuple[str, str]]:
+    """`count` requests at once (async gRPC): (status, message) each; status "OK" or the error's code."""
     client = grpcclient.InferenceServerClient(grpc_url)
-    results: list[tuple[str, float]] = []
+    results: list[tuple[str, str]] = []
     done = threading.Semaphore(0)
     tensors = grpc_tensors(inputs)
 
-    def callback(started, result, error):
-        results.append(("OK" if error is None else error.status(), time.monotonic() - started))
+    def callback(result, error):
+        results.append(("OK", "") if error is None else (error.status(), error.message()))
         done.release()
 
     for _ in range(count):
-        started = time.monotonic()
-        client.async_infer(model, tensors, callback=lambda result, error, s=started: callback(s, result, error))
+        client.async_infer(model, tensors, callback=callback)
     for _ in range(count):
         assert done.acquire(timeout=120), "a request never answered"
     client.close()
@@ -57,15 +51,18 @@ def test_a_burst_beyond_the_queue_is_refused_fast_and_the_server_recovers(server
     inputs = {"TEXT": texts(REVIEW)}
     baseline = min(one_request_seconds(grpc_client, "text_embedding", inputs) for _ in range(3))
     results = burst(server.grpc_url, "text_embedding", inputs, 96)
-    refused = [seconds for status, seconds in results if status != "OK"]
+    refused = [message for status, message in results if status != "OK"]
     statuses = {status for status, _ in results}
     assert statuses <= {"OK", "StatusCode.UNAVAILABLE"}, statuses
     assert refused, "96 requests at once fit minilm_encoder's queue of 16: the policy is not in force"
     assert len(refused) < len(results), "nothing was accepted"
-    # A full queue refuses at once; a request that waited past the 1.5 s queue timeout is refused then.
-    assert min(refused) < 1.0
+    # Refused at once because the queue was full (not only after waiting out the 1.5 s queue timeout):
+    # Triton says which, so no clock is needed.
+    assert any("Exceeds maximum queue size" in message for message in refused), sorted(set(refused))
     assert server.is_ready()
-    deadline = time.monotonic() + 20
+    # Recovered once what the burst queued is served: at most the tokenizer's 64 and the encoder's 16
+    # queued requests, at the pace measured before the burst (plus slack for a loaded machine).
+    deadline = time.monotonic() + (64 + 16) * baseline + 10
     while (latest := one_request_seconds(grpc_client, "text_embedding", inputs)) > 3 * baseline + 0.2:
         assert time.monotonic() < deadline, f"still {latest:.2f} s per request (baseline {baseline:.2f} s)"
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from modelrepo.triton.client import infer
 
@@ -29,13 +29,23 @@ class Caller:
         return infer(self.module, self.client, model, inputs, outputs, **options)
 
 
+def input_tensors(module, inputs: dict[str, np.ndarray]) -> list:
+    """`module`'s (tritonclient.http or .grpc) InferInputs holding `inputs`; object arrays are BYTES."""
+    tensors = []
+    for name, array in inputs.items():
+        tensor = module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        tensors.append(tensor)
+    return tensors
+
+
 def texts(*values: str | bytes) -> np.ndarray:
     """A [batch, 1] BYTES tensor, the TEXT input of both pipelines."""
     encoded = [v.encode("utf-8") if isinstance(v, str) else v for v in values]
     return np.array(encoded, dtype=object).reshape(-1, 1)
 
 
-__all__ = ["Caller", "InferenceServerException", "PROTOCOLS", "texts"]
+__all__ = ["Caller", "InferenceServerException", "PROTOCOLS", "input_tensors", "texts"]
 
 
 def scrape_metrics(server) -> dict[str, dict[tuple, float]]:

@@ -53,10 +53,23 @@ def submit(batcher, collector, ids, **params):
 def test_staggered_requests_join_the_running_batch_and_equal_generate(batcher, chat, llm_reference):
     collector = Collector(len(PROMPTS))
     sequences = []
-    for prompt in PROMPTS:  # each arrives while the earlier ones are decoding
-        sequences.append(submit(batcher, collector, chat.prompt_ids(prompt), max_tokens=24, end_ids=frozenset({chat.end_id})))
-        time.sleep(0.2)
+
+    def submit_next(after=None):
+        # Each prompt arrives when the one before has its first tokens, i.e. while it is decoding
+        # (submitted from the batcher's own callback: before its next step, whatever the CPU's speed).
+        if len(sequences) < len(PROMPTS) and (after is None or after is sequences[-1]):
+            prompt_ids = chat.prompt_ids(PROMPTS[len(sequences)])
+            sequences.append(Sequence(prompt_ids, SamplingParams(max_tokens=24, end_ids=frozenset({chat.end_id})),
+                                      on_tokens, collector.on_finish))
+            batcher.submit(sequences[-1])
+
+    def on_tokens(sequence, ids):
+        collector.on_tokens(sequence, ids)
+        submit_next(after=sequence)
+
+    submit_next()
     assert collector.done.wait(180)
+    assert len(sequences) == len(PROMPTS)
     for prompt, sequence in zip(PROMPTS, sequences):
         assert sequence.output_ids == llm_reference(prompt, 24), prompt
         assert sum(collector.chunks[sequence.id], []) == sequence.output_ids  # streamed = final
@@ -111,7 +124,10 @@ def test_cancelling_frees_the_slot_for_a_waiting_request(llm_model, chat):
                         collector.on_tokens, collector.on_finish, is_cancelled=cancel.is_set)
         batcher.submit(long)
         waiting = submit(batcher, collector, chat.prompt_ids("Name a color."), max_tokens=4)
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while not long.generated:  # admitted and decoding; it runs until cancelled below
+            assert time.monotonic() < deadline, "the first request was never admitted"
+            time.sleep(0.05)
         assert batcher.active_count == 1 and batcher.waiting_count == 1  # one slot, taken
         cancel.set()
         assert collector.done.wait(60)

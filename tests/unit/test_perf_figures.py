@@ -1,0 +1,142 @@
+"""The benchmarks' pure parts: median and range over repeated runs, streaming figures from a profile
+export with tokens counted from the answers, and the served parallelism a baseline must match."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from modelrepo.perf.embedding_sessions import Parallelism
+from modelrepo.perf.results import Spread, repeat, spread_of
+from modelrepo.perf.stream_figures import output_text, streamed_requests, streaming_figures, token_counter
+from modelrepo.triton.model_config import ModelConfig, model_config_pb2
+
+
+# --------------------------------------------------------------------------- median and range
+
+def test_a_spread_is_the_median_and_the_range_of_every_run():
+    spread = Spread.of([1.29, 0.83, 0.91])
+    assert (spread.median, spread.low, spread.high) == (0.91, 0.83, 1.29)
+    assert spread.runs == (1.29, 0.83, 0.91)
+    assert spread.text() == "0.91 (0.83–1.29)"
+    assert spread.text(0, 1000) == "910 (830–1290)"
+    assert Spread.of([2.0, 4.0]).median == 3.0  # an even count: the mean of the middle two
+    assert Spread.of([0.5]).text() == "0.50"  # one run: its value, no range pretended
+    assert spread.as_dict() == {"median": 0.91, "low": 0.83, "high": 1.29, "runs": [1.29, 0.83, 0.91]}
+
+
+def test_a_spread_needs_a_run():
+    with pytest.raises(ValueError, match="at least one run"):
+        Spread.of([])
+
+
+def test_repeat_runs_each_measurement_once_in_order_and_keeps_every_result():
+    calls = []
+    lines = []
+    results = repeat(3, lambda i: calls.append(i) or {"x": 10 * i}, log=lines.append)
+    assert calls == [0, 1, 2] and results == [{"x": 0}, {"x": 10}, {"x": 20}]
+    assert lines == ["run 1 of 3 done", "run 2 of 3 done", "run 3 of 3 done"]
+    with pytest.raises(ValueError, match="runs: must be at least 1"):
+        repeat(0, lambda i: i)
+
+
+def test_spread_of_takes_each_key_across_runs():
+    runs = [{"p99": 3.0, "rate": 10.0}, {"p99": 1.0, "rate": 30.0}, {"p99": 2.0, "rate": 20.0}]
+    spreads = spread_of(runs, ["p99", "rate"])
+    assert spreads["p99"] == Spread(2.0, 1.0, 3.0, (3.0, 1.0, 2.0))
+    assert spreads["rate"].median == 20.0
+
+
+# --------------------------------------------------------------------------- streaming figures
+
+def request(sent: int, stamps: list[int], texts: list[str]) -> dict:
+    return {"timestamp": sent, "response_timestamps": stamps, "response_outputs": [{"text_output": t} for t in texts]}
+
+
+def test_requests_keep_the_responses_that_carried_text_and_their_answer():
+    export = {"experiments": [{"requests": [
+        # the stream's final response is empty: not a token's arrival
+        request(0, [int(0.5e9), int(0.7e9), int(0.9e9), int(1.0e9)], ["Hello", " wor", "ld", ""]),
+    ]}]}
+    (only,) = streamed_requests(export)
+    assert only.text == "Hello world"
+    assert only.token_times_ns == [int(0.5e9), int(0.7e9), int(0.9e9)]
+
+
+def test_an_export_without_outputs_is_refused_rather_than_guessed():
+    export = {"experiments": [{"requests": [{"timestamp": 0, "response_timestamps": [1, 2]}]}]}
+    with pytest.raises(ValueError, match="response_outputs"):
+        streamed_requests(export)
+
+
+def test_raw_bytes_outputs_are_decoded():
+    assert output_text({"text_output": {"b64": base64.b64encode("héllo".encode()).decode()}}) == "héllo"
+    assert output_text({"text_output": ["a", "b"]}) == "ab"
+    assert output_text({}) == ""
+
+
+def test_figures_count_tokens_from_the_answers_not_from_max_tokens():
+    export = {"experiments": [{"requests": [
+        request(0, [int(1e9), int(2e9), int(3e9), int(3e9)], ["one", " two", " three", ""]),
+        request(int(1e9), [int(1.5e9), int(4e9)], ["four five", ""]),  # one chunk may hold several words
+    ]}]}
+    words = lambda text: len(text.split())  # noqa: E731 - a stand-in tokenizer: one token per word
+    figures = streaming_figures(streamed_requests(export), words)
+    assert figures["requests"] == figures["answered"] == 2
+    assert figures["output_tokens"] == 5 and figures["output_tokens_per_request"] == 2.5
+    assert figures["span_s"] == 3.0  # first send (0 s) to last token (3 s)
+    assert figures["output_tokens_per_s"] == pytest.approx(5 / 3)
+    assert figures["ttft_p50_s"] == pytest.approx(0.75)  # 1.0 s and 0.5 s
+    assert figures["tpot_mean_s"] == pytest.approx(1.0)  # only the first has later tokens: 2 s over 2 gaps
+
+
+def test_a_run_where_no_request_got_a_token_is_an_error():
+    export = {"experiments": [{"requests": [request(0, [5], [""])]}]}
+    with pytest.raises(ValueError, match="no request received a token"):
+        streaming_figures(streamed_requests(export), len)
+
+
+def test_the_token_counter_uses_the_models_tokenizer_without_special_tokens(llm_tokenizer):
+    ids = llm_tokenizer.encode("The capital of France is Paris.", add_special_tokens=False)
+    text = llm_tokenizer.decode(ids, skip_special_tokens=True)
+    assert token_counter(llm_tokenizer)(text) == len(ids)
+    assert token_counter(llm_tokenizer)("") == 0
+
+
+# --------------------------------------------------------------------------- served parallelism
+
+def encoder_config(instances: list[int], threads: str | None) -> ModelConfig:
+    config = ModelConfig(name="minilm_encoder", backend="python")
+    for count in instances:
+        config.instance_group.add(count=count, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    if threads is not None:
+        config.parameters["intra_op_threads"].string_value = threads
+    return config
+
+
+def test_the_baseline_gets_the_served_instances_and_threads():
+    served = Parallelism.of_config(encoder_config([2], "1"))
+    assert (served.sessions, served.threads_per_session, served.total_threads) == (2, 1, 2)
+    assert Parallelism.of_config(encoder_config([1, 2], "3")).total_threads == 9
+    assert Parallelism.of_config(encoder_config([2], None)).threads_per_session == 1  # the runner's default
+
+
+def test_a_config_without_counts_or_with_a_bad_thread_count_is_named():
+    with pytest.raises(ValueError, match="intra_op_threads: must be a positive integer, got 'two'"):
+        Parallelism.of_config(encoder_config([2], "two"))
+    with pytest.raises(ValueError, match="instance_group: minilm_encoder's config states no instance count"):
+        Parallelism.of_config(encoder_config([], "1"))
+
+
+def test_genai_perf_figures_are_the_median_and_range_of_each_runs_statistic():
+    from modelrepo.perf.genai_perf_check import spreads
+
+    runs = [
+        {"time_to_first_token": {"unit": "ms", "avg": 900.0, "p50": 880.0, "p99": 1300.0}, "output_token_throughput": {"avg": 20.0}},
+        {"time_to_first_token": {"unit": "ms", "avg": 950.0, "p50": 900.0, "p99": 1100.0}, "output_token_throughput": {"avg": 24.0}},
+        {"time_to_first_token": {"unit": "ms", "avg": 1000.0, "p50": 990.0, "p99": 1200.0}},
+    ]
+    figures = spreads(runs)
+    assert figures["time_to_first_token"]["p99"] == Spread(1200.0, 1100.0, 1300.0, (1300.0, 1100.0, 1200.0))
+    assert "output_token_throughput" not in figures  # missing from one run: no median pretended
