@@ -111,8 +111,10 @@ def _plan_profile(model_dir: Path, version: Path) -> dict | None:
 
 def _pending_engine(config: ModelConfig, model_dir: Path, version: Path) -> str | None:
     """Why this version's engine is legitimately absent (a config-only render), or None."""
-    if config.platform == "tensorrt_plan" and _render_record(model_dir).get("config_only"):
-        return _render_record(model_dir).get("engine_command") or "modelrepo build (without --config-only)"
+    if config.platform == "tensorrt_plan":
+        record = _render_record(model_dir)
+        if record.get("config_only"):
+            return record.get("engine_command") or "modelrepo build (without --config-only)"
     if config.backend == "tensorrtllm" and (version / TRTLLM_LIMITS).exists():
         return "the `docker run` command `modelrepo build llm --target tensorrt-llm --config-only` printed"
     return None
