@@ -150,6 +150,39 @@ def tiny_bert_classifier(folder: Path) -> Made:
     return Made(source, _save_texts(folder / "texts.txt"), model, TEXTS)
 
 
+ENTITY_LABELS = ("O", "B-PLACE", "I-PLACE", "B-THING")
+
+
+def tiny_bert_token_classifier(folder: Path) -> Made:
+    import torch
+    from transformers import BertForTokenClassification
+
+    torch.manual_seed(2)
+    config = tiny_bert_config(num_labels=len(ENTITY_LABELS), id2label=dict(enumerate(ENTITY_LABELS)),
+                              label2id={label: i for i, label in enumerate(ENTITY_LABELS)})
+    model = BertForTokenClassification(config).eval()
+    source = folder / "tiny-bert-token-classifier"
+    model.save_pretrained(str(source))
+    minilm_tokenizer().save_pretrained(str(source))
+    return Made(source, _save_texts(folder / "texts.txt"), model, TEXTS)
+
+
+def expected_token_labels(made: Made, texts: list[str]) -> list[list[tuple[str, str, float]]]:
+    """transformers' (token, label, top probability) for each text token, special tokens dropped."""
+    import torch
+
+    tokenizer = minilm_tokenizer()
+    answers = []
+    for text in texts:
+        encoded = tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
+        special = encoded.pop("special_tokens_mask")[0].bool()
+        with torch.no_grad():
+            probabilities = torch.softmax(made.model(**encoded).logits[0].double(), dim=1)[~special]
+        tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0][~special].tolist())
+        answers.append([(token, ENTITY_LABELS[int(p.argmax())], float(p.max())) for token, p in zip(tokens, probabilities)])
+    return answers
+
+
 def sentence_embedding_folder(folder: Path) -> Made:
     """A sentence-transformers folder: tiny random BERT, CLS pooling, L2 normalisation."""
     import torch

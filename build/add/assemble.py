@@ -18,10 +18,12 @@ from modelrepo.build.add.recipes import (
     MAX_PROBABILITY_DIFF,
     MAX_RELATIVE_DIFF,
     MIN_EMBEDDING_COSINE,
+    TOKEN_CLASSIFICATION,
     AddError,
     AddRequest,
     Export,
 )
+from modelrepo.build.add.text import TOKEN_CLASS
 from modelrepo.build.reports import write_report
 from modelrepo.perf.tune_command import SAMPLE_INPUT_DATA
 from modelrepo.python_backends.classifier_output import CONFIDENCE, SCORES, ClassifierOutput
@@ -29,6 +31,8 @@ from modelrepo.python_backends.drift import DriftReference
 from modelrepo.python_backends.onnx_runner import MODEL_FILENAME, OnnxRunner
 from modelrepo.python_backends.served_graph import DRIFT_FILENAME, TRITON_TO_NUMPY, ServedGraph, save_drift
 from modelrepo.python_backends.text_tokenizer import DEFAULT_MAX_TEXT_BYTES, TextTokenizer
+from modelrepo.python_backends.token_labels import OUTPUTS as TOKEN_OUTPUTS
+from modelrepo.python_backends.token_labels import TOKEN_LABELS, TOKEN_PROBABILITIES, TOKENIZER_FILE, TOKENS, TokenLabels
 from modelrepo.triton.model_config import write_config
 
 TOKEN_TENSORS = ("input_ids", "attention_mask")  # what TextTokenizer answers
@@ -79,6 +83,8 @@ def parity(export: Export, served: dict[str, np.ndarray], strict: bool = True) -
     Not `strict` (an INT8 graph): measured and reported only, its accuracy budget has been checked."""
     report = {}
     for name, theirs in export.reference.items():
+        if name == TOKEN_CLASS:  # compared as labels in token_label_agreement
+            continue
         ours = served[name]
         theirs = np.asarray(theirs, dtype=np.float64).reshape(ours.shape)
         if export.task == "embedding":
@@ -87,7 +93,8 @@ def parity(export: Export, served: dict[str, np.ndarray], strict: bool = True) -
             report[f"parity_{name}_min_cosine"] = value
         else:
             diff = float(np.abs(ours - theirs).max())
-            limit = MAX_PROBABILITY_DIFF if name == "PROBABILITIES" else MAX_RELATIVE_DIFF * max(1.0, float(np.abs(theirs).max()))
+            probabilities = name in ("PROBABILITIES", TOKEN_PROBABILITIES)
+            limit = MAX_PROBABILITY_DIFF if probabilities else MAX_RELATIVE_DIFF * max(1.0, float(np.abs(theirs).max()))
             value, ok = diff, diff <= limit
             report[f"parity_{name}_max_abs_diff"] = value
         report[f"parity_{name}_limit"] = limit
@@ -167,10 +174,30 @@ def serve_and_compare(request: AddRequest, export: Export, served: Served) -> di
         served.answers.update(ClassifierOutput(request.name, export.labels, export.scores).classify(scores))
         report["top_label_agreement"] = float(
             (served.answers["PROBABILITIES"].argmax(axis=1) == np.asarray(export.reference["PROBABILITIES"]).argmax(axis=1)).mean())
+    if export.task == TOKEN_CLASSIFICATION:
+        served.answers.update(label_tokens(request, export, served))
+        report["token_label_agreement"] = token_label_agreement(export, served.answers[TOKEN_LABELS])
     report.update(parity(export, served.answers, strict=request.precision == "fp32"))
     report.update(latency(graph, {name: value[:1] for name, value in served.sample.items()}, 1))
     report.update(latency(graph, served.sample, request.max_batch_size))
     return report
+
+
+def label_tokens(request: AddRequest, export: Export, served: Served) -> dict[str, np.ndarray]:
+    """The sample's per-token scores through the token-labels step, as it will serve."""
+    labeller = TokenLabels.from_files(request.name, export.text.tokenizer_dir, export.labels, export.scores)
+    tensors = {SCORES: served.answers[SCORES], **{name: served.sample[name] for name in TOKEN_TENSORS}}
+    return serve_in_process(labeller, tensors, Path(request.source))
+
+
+def token_label_agreement(export: Export, served_labels: np.ndarray) -> float:
+    """Share of the sample's text tokens whose served label is the source framework's."""
+    classes = np.asarray(export.reference[TOKEN_CLASS])
+    kept = classes >= 0
+    if served_labels.shape != classes.shape:
+        raise AddError(f"parity failure: the served tokens {list(served_labels.shape)} are not the source's {list(classes.shape)}")
+    expected = np.array([label.encode("utf-8") for label in export.labels], dtype=object)[classes[kept]]
+    return float((served_labels[kept] == expected).mean())
 
 
 def write_graph_model(request: AddRequest, export: Export, served: Served, staged: Path) -> tuple:
@@ -205,6 +232,30 @@ def write_labels_model(request: AddRequest, export: Export, served: Served, stag
     return name, {SCORES: SCORES}, {"LABEL": "LABEL", "PROBABILITIES": "PROBABILITIES"}
 
 
+def write_token_labels_model(request: AddRequest, export: Export, served: Served, staged: Path) -> tuple:
+    name = f"{request.name}_labels"
+    classes = len(export.labels)
+    inputs = [TensorSpec(SCORES, "TYPE_FP32", (-1, classes))] + [TensorSpec(t, "TYPE_INT64", (-1,)) for t in TOKEN_TENSORS]
+    config = layout.python_model_config(name, inputs, token_outputs(), request.max_batch_size, request.instances)
+    for spec in config.input:
+        spec.allow_ragged_batch = True  # each request keeps its own token count; handled request by request
+    config.parameters["scores"].string_value = export.scores
+    config.parameters["public_model"].string_value = request.name
+    version = layout.write_python_model(staged / name, config, TokenLabels,
+                                        f"{request.name}: per-token scores -> TOKENS, TOKEN_LABELS, TOKEN_PROBABILITIES (modelrepo add)")
+    layout.write_labels(version, export.labels)
+    shutil.copy2(export.text.tokenizer_dir / TOKENIZER_FILE, version / TOKENIZER_FILE)
+    confidence = served.answers[TOKEN_PROBABILITIES][served.answers[TOKEN_LABELS] != b""].astype(np.float64)
+    save_drift(version / DRIFT_FILENAME, {CONFIDENCE: {"0": DriftReference.from_training(confidence)}})
+    return name, {tensor: tensor for tensor in (SCORES, *TOKEN_TENSORS)}, {output: output for output in TOKEN_OUTPUTS}
+
+
+def token_outputs() -> list[TensorSpec]:
+    """TOKENS and TOKEN_LABELS (BYTES) and TOKEN_PROBABILITIES (FP32), one value per text token."""
+    return [TensorSpec(TOKENS, "TYPE_STRING", (-1,)), TensorSpec(TOKEN_LABELS, "TYPE_STRING", (-1,)),
+            TensorSpec(TOKEN_PROBABILITIES, "TYPE_FP32", (-1,))]
+
+
 def manifest_of(request: AddRequest, export: Export, models: list[str]) -> dict:
     return {
         "name": request.name, "task": export.task, "models": models, "labels": export.labels,
@@ -221,7 +272,8 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     source = Path(request.source)
     inputs, outputs = layout.graph_io(export.graph)
     classifier = export.task == "classification"
-    if classifier:
+    token_classifier = export.task == TOKEN_CLASSIFICATION
+    if classifier or token_classifier:
         outputs = [spec for spec in outputs if spec.name == SCORES]
     unbatched = [spec.name for spec in inputs + outputs if not spec.batched]
     if unbatched:
@@ -242,12 +294,15 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
     if classifier:
         steps.append(write_labels_model(request, export, served, staged))
         public_outputs = [TensorSpec("LABEL", "TYPE_STRING", (1,)), TensorSpec("PROBABILITIES", "TYPE_FP32", (len(export.labels),))]
+    if token_classifier:
+        steps.append(write_token_labels_model(request, export, served, staged))
+        public_outputs = token_outputs()
     models = [step[0] for step in steps]
     public_dir = staged / request.name
     if not single:
         (public_dir / "1").mkdir(parents=True)
         write_config(public_dir, layout.ensemble_config(request.name, public_inputs, public_outputs, request.max_batch_size, steps))
-        if classifier:
+        if classifier or token_classifier:
             layout.write_labels(public_dir, export.labels)
         models.insert(0, request.name)
     layout.write_json(public_dir / SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample or served.sample))

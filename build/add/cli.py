@@ -7,12 +7,13 @@ import sys
 import warnings
 from pathlib import Path
 
+from modelrepo.build.add.recipes import TASKS
 from modelrepo.build.targets import PRECISIONS
 
-TASK_CHOICES = ("classification", "regression", "embedding", "graph")
 ADD_DESCRIPTION = """Add a model of your own to the repository, recognised by what SOURCE is: an ONNX file;
 a TorchScript file (--sample gives the input shapes); a scikit-learn estimator or pipeline
-(.joblib / .pkl); an XGBoost (.json / .ubj) or LightGBM (.txt) model file. The model is exported
+(.joblib / .pkl); an XGBoost (.json / .ubj) or LightGBM (.txt) model file; a Hugging Face
+transformers folder (sequence or token classifier, encoder, sentence-transformers). The model is exported
 to ONNX, run on the sample through the serving code and compared with its own framework, then
 written with its config, warm-up, labels, metrics and a build report (NAME/build_report.md).
 WARNING: loading a .joblib / .pkl file runs the code inside it: add only a file you trust; this
@@ -25,7 +26,7 @@ def add_parsers(commands, default_repository: Path) -> None:
     add.add_argument("name", metavar="NAME", help="the model's name in the repository (a plain folder name)")
     add.add_argument("source", metavar="SOURCE", type=Path,
                      help="the model file (a pickle runs code when loaded: name only a file you trust)")
-    add.add_argument("--task", choices=TASK_CHOICES,
+    add.add_argument("--task", choices=TASKS,
                      help="override what SOURCE is served as (e.g. classification for a graph that outputs class scores)")
     add.add_argument("--sample", type=Path,
                      help="rows the model takes (.npy, .npz per input, .csv): parity, warm-up and tuning data")

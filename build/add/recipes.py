@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("classification", "regression", "embedding", "graph")
+TOKEN_CLASSIFICATION = "token_classification"
+TASKS = ("classification", TOKEN_CLASSIFICATION, "regression", "embedding", "graph")
 # Parity with the source framework on the sample (the tolerances).
 MAX_PROBABILITY_DIFF = 1e-4
 MIN_EMBEDDING_COSINE = 0.9999

@@ -6,6 +6,9 @@ files only, never the hub): the ensemble NAME, TEXT -> tokenizer -> exported enc
 - a sentence-transformers folder (modules.json) -> EMBEDDING with the folder's pooling (mean, CLS or
   max) and L2 normalisation inside the graph, as minilm_encoder does. Reference: sentence-transformers.
 - a base encoder -> EMBEDDING, mean pooling + L2 normalisation. Reference: the same in PyTorch.
+- `*ForTokenClassification` -> the graph answers per-token logits as SCORES [tokens, classes]; the
+  token-labels step answers TOKENS, TOKEN_LABELS and TOKEN_PROBABILITIES per text (special tokens
+  dropped). Reference: transformers on its own tokenizer, token by token.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.build.add.graphs import ONNX_OPSET
-from modelrepo.build.add.recipes import AddError, AddRequest, Export, Recipe, TextFrontEnd, register
+from modelrepo.build.add.recipes import TOKEN_CLASSIFICATION, AddError, AddRequest, Export, Recipe, TextFrontEnd, register
 from modelrepo.build.add.samples import read_texts
 from modelrepo.python_backends.classifier_output import SCORES
+from modelrepo.python_backends.token_labels import TOKEN_PROBABILITIES
 
 TOKEN_INPUTS = ("input_ids", "attention_mask")
+TOKEN_CLASS = "TOKEN_CLASS"  # the reference's top class index per token (compared as labels, not numbers)
 EMBEDDING = "EMBEDDING"
 POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max"}
 DEFAULT_TEXTS = [
@@ -99,27 +104,27 @@ def token_type_wrapper(model, head):
 
 def export_text(request: AddRequest, work: Path) -> Export:
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
 
     folder = Path(request.source)
     config = folder_config(folder)
     if not (folder / "tokenizer.json").is_file():
         raise AddError(f"{folder} has no tokenizer.json: save the folder with its fast tokenizer (save_pretrained)")
     architectures = config.get("architectures") or []
-    if any(a.endswith("ForTokenClassification") for a in architectures):
-        raise AddError(f"{folder.name} is a token classifier; per-token labels are not served by `add` yet")
     st_pooling = sentence_transformers_pooling(folder)
     classifier = any(a.endswith("ForSequenceClassification") for a in architectures) and st_pooling is None
-    task = request.task or ("classification" if classifier else "embedding")
-    if task not in ("classification", "embedding") or (task == "classification" and not classifier):
+    token_classifier = any(a.endswith("ForTokenClassification") for a in architectures) and st_pooling is None
+    task = request.task or ("classification" if classifier else TOKEN_CLASSIFICATION if token_classifier else "embedding")
+    if (task not in ("classification", TOKEN_CLASSIFICATION, "embedding") or (task == "classification" and not classifier)
+            or (task == TOKEN_CLASSIFICATION and not token_classifier)):
         raise AddError(f"--task {task} does not fit {folder.name} ({', '.join(architectures) or 'a base encoder'})")
     texts = read_texts(Path(request.sample)) if request.sample else DEFAULT_TEXTS
     limit = max_tokens(folder, config)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     encoded = tokenizer(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
-    loader = AutoModelForSequenceClassification if task == "classification" else AutoModel
-    model = loader.from_pretrained(str(folder), local_files_only=True).eval()
-    if task == "classification":
+    loader = {"classification": AutoModelForSequenceClassification, TOKEN_CLASSIFICATION: AutoModelForTokenClassification}
+    model = loader.get(task, AutoModel).from_pretrained(str(folder), local_files_only=True).eval()
+    if task in ("classification", TOKEN_CLASSIFICATION):
         wrapped = token_type_wrapper(model, lambda outputs, mask: outputs.logits)
         output, mode, normalised = SCORES, None, False
     else:
@@ -136,12 +141,16 @@ def export_text(request: AddRequest, work: Path) -> Export:
     with torch.no_grad():
         torch.onnx.export(
             wrapped, example, str(path), input_names=list(TOKEN_INPUTS), output_names=[output],
-            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in TOKEN_INPUTS}, output: {0: "batch"}},
+            dynamic_axes={**{name: {0: "batch", 1: "sequence"} for name in TOKEN_INPUTS},
+                          output: {0: "batch", 1: "sequence"} if task == TOKEN_CLASSIFICATION else {0: "batch"}},
             opset_version=ONNX_OPSET, dynamo=False,
         )
     reference = text_reference(folder, task, st_pooling, wrapped, encoded, texts)
+    if task == TOKEN_CLASSIFICATION:
+        reference = token_reference(reference.pop(SCORES), tokenizer(texts, truncation=True, max_length=limit,
+                                                                    padding=True, return_special_tokens_mask=True))
     labels = []
-    if task == "classification":
+    if task in ("classification", TOKEN_CLASSIFICATION):
         labels = list(request.labels or (model.config.id2label[i] for i in range(model.config.num_labels)))
     front_end = TextFrontEnd(folder, texts, limit)
     notes = {"architectures": architectures, "max_tokens": limit, "pooling": mode, "l2_normalised": normalised}
@@ -162,7 +171,26 @@ def text_reference(folder: Path, task: str, st_pooling, wrapped, encoded, texts:
         answer = wrapped(encoded["input_ids"], encoded["attention_mask"]).numpy()
     if task == "classification":
         return {"PROBABILITIES": torch.softmax(torch.from_numpy(answer).double(), dim=1).numpy()}
+    if task == TOKEN_CLASSIFICATION:
+        return {SCORES: answer}
     return {EMBEDDING: answer}
+
+
+def token_reference(logits: np.ndarray, encoded) -> dict[str, np.ndarray]:
+    """transformers' answer per text token (padding and special tokens dropped), laid out as TokenLabels
+    answers: the top class (TOKEN_CLASS) and its probability (TOKEN_PROBABILITIES), rows right-padded."""
+    from scipy.special import softmax
+
+    keep = (np.asarray(encoded["attention_mask"]) == 1) & (np.asarray(encoded["special_tokens_mask"]) == 0)
+    probabilities = softmax(logits.astype(np.float64), axis=2)
+    longest = int(keep.sum(axis=1).max())
+    top = np.zeros((len(logits), longest))
+    classes = np.full((len(logits), longest), -1)
+    for row, kept in enumerate(keep):
+        count = int(kept.sum())
+        top[row, :count] = probabilities[row][kept].max(axis=1)
+        classes[row, :count] = probabilities[row][kept].argmax(axis=1)
+    return {TOKEN_PROBABILITIES: top, TOKEN_CLASS: classes}
 
 
 register(Recipe(

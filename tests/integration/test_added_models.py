@@ -25,6 +25,7 @@ SOURCES = {
     "blend": (added_models.two_input_onnx, []),
     "reviews": (added_models.tiny_bert_classifier, []),
     "sentences": (added_models.sentence_embedding_folder, []),
+    "entities": (added_models.tiny_bert_token_classifier, []),
 }
 
 
@@ -120,6 +121,18 @@ def test_transformers_sequence_classifier(caller, added):
     out = caller.infer("reviews", {"TEXT": texts(*reviews.rows)}, ["LABEL", "PROBABILITIES"])
     assert np.abs(out["PROBABILITIES"] - expected).max() <= 1e-4
     assert [label.decode() for label in out["LABEL"][:, 0]] == [added_models.LABELS[i] for i in expected.argmax(axis=1)]
+
+
+def test_transformers_token_classifier(caller, added):
+    entities = added[1]["entities"]
+    texts_ = entities.rows[:3]
+    out = caller.infer("entities", {"TEXT": texts(*texts_)}, ["TOKENS", "TOKEN_LABELS", "TOKEN_PROBABILITIES"])
+    for row, want in enumerate(added_models.expected_token_labels(entities, texts_)):
+        count = len(want)  # rows of one request are padded to its longest
+        assert [t.decode() for t in out["TOKENS"][row, :count]] == [token for token, _, _ in want]
+        assert [t.decode() for t in out["TOKEN_LABELS"][row, :count]] == [label for _, label, _ in want]
+        np.testing.assert_allclose(out["TOKEN_PROBABILITIES"][row, :count], [p for _, _, p in want], atol=1e-4)
+        assert set(out["TOKENS"][row, count:].tolist()) <= {b""}
 
 
 def test_sentence_embedding_folder(caller, added):

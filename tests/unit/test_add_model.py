@@ -18,6 +18,7 @@ from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.onnx_runner import OnnxRunner
 from modelrepo.python_backends.served_graph import ServedGraph, check_tensor
+from modelrepo.python_backends.text_tokenizer import TextTokenizer
 from modelrepo.perf.tune_command import default_input_data
 from modelrepo.triton.model_config import read_config
 from tests import added_models
@@ -46,6 +47,12 @@ def repository(tmp_path):
 
 def add(repository, name, made, **options):
     return add_model(AddRequest(name, made.source, sample=made.sample, **options), repository, log=lambda *_: None)
+
+
+def context_of(repository, model) -> ModelContext:
+    """What Triton hands a model's handler at load: its version folder and config parameters."""
+    parameters = {k: {"string_value": v.string_value} for k, v in read_config(repository / model).parameters.items()}
+    return ModelContext(model, repository / model / "1", {"parameters": parameters})
 
 
 def run_graph(repository, model, rows):
@@ -118,10 +125,7 @@ def test_a_graph_served_as_a_classifier_softmaxes_its_logits(made, repository):
 
     add(repository, "cnn_classes", made["cnn"], task="classification", labels=("cat", "dog", "owl"))
     logits = made["cnn"].model(torch.from_numpy(made["cnn"].rows)).detach().numpy()
-    labels_step = ClassifierOutput.from_context(ModelContext(
-        "cnn_classes_labels", repository / "cnn_classes_labels" / "1",
-        {"parameters": {k: {"string_value": v.string_value} for k, v in read_config(repository / "cnn_classes_labels").parameters.items()}},
-    ))
+    labels_step = ClassifierOutput.from_context(context_of(repository, "cnn_classes_labels"))
     (answer,) = labels_step.execute_batch([{"SCORES": logits}])
     expected = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
     np.testing.assert_allclose(answer["PROBABILITIES"], expected, atol=1e-6)
@@ -254,7 +258,9 @@ def test_a_transformers_folder_is_read_without_loading_weights_first(tmp_path, r
         assert sentence_transformers_pooling(folder) == (mode, True)
     assert "has no tokenizer.json" in refusal(capsys, repository, "tokens", folder)
     (folder / "tokenizer.json").write_text("{}")
-    assert "is a token classifier" in refusal(capsys, repository, "tokens", folder)
+    # with modules.json it is a sentence-transformers folder: an embedding, not per-token labels
+    assert "--task token_classification does not fit encoder" in refusal(capsys, repository, "tokens", folder,
+                                                                          "--task", "token_classification")
 
 
 def test_an_onnx_graph_with_several_inputs_takes_an_npz_sample(repository, tmp_path):
@@ -305,3 +311,30 @@ def test_an_op_onnxruntime_cannot_run_is_refused(repository, tmp_path, capsys):
     np.save(tmp_path / "rows.npy", np.ones((2, 2), dtype=np.float32))
     assert "onnxruntime cannot run custom.onnx" in refusal(capsys, repository, "custom", tmp_path / "custom.onnx",
                                                            "--sample", tmp_path / "rows.npy")
+
+
+def test_a_token_classifier_answers_a_label_per_text_token(repository, tmp_path):
+    from modelrepo.python_backends.token_labels import TokenLabels
+
+    made = added_models.tiny_bert_token_classifier(tmp_path)
+    assert recipe_for(made.source).kind == "transformers"
+    report = add(repository, "entities", made)
+    assert report["parity_TOKEN_PROBABILITIES_max_abs_diff"] <= 1e-4 and report["token_label_agreement"] == 1.0
+    ensemble = read_config(repository / "entities")
+    assert [step.model_name for step in ensemble.ensemble_scheduling.step] == ["entities_tokenizer", "entities_model", "entities_labels"]
+    assert [output.name for output in ensemble.output] == ["TOKENS", "TOKEN_LABELS", "TOKEN_PROBABILITIES"]
+    assert all(spec.allow_ragged_batch for spec in read_config(repository / "entities_labels").input)
+    # the labels step as Triton will load it, on what the tokenizer and graph steps answer
+    labeller = TokenLabels.from_context(context_of(repository, "entities_labels"))
+    tokenizer = TextTokenizer.from_context(context_of(repository, "entities_tokenizer"))
+    expected = added_models.expected_token_labels(made, made.rows)
+    for text, want in zip(made.rows, expected):
+        (tokens,) = tokenizer.execute_batch([{"TEXT": np.array([[text.encode()]], dtype=object)}])
+        scores = run_graph(repository, "entities_model", tokens)["SCORES"]
+        (answer,) = labeller.execute_batch([{"SCORES": scores, **tokens}])
+        assert [t.decode() for t in answer["TOKENS"][0]] == [token for token, _, _ in want]
+        assert [t.decode() for t in answer["TOKEN_LABELS"][0]] == [label for _, label, _ in want]
+        np.testing.assert_allclose(answer["TOKEN_PROBABILITIES"][0], [p for _, _, p in want], atol=1e-4)
+    assert check_repository(repository) == []
+    assert main(["remove", "entities", "--model-repository", str(repository)]) == 0
+    assert not any(repository.iterdir())
