@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modelrepo.build.minilm import reference_embeddings
-from tests.integration.triton_calls import BURST_TIMEOUT_US, InferenceServerException, texts
+from tests.integration.triton_calls import InferenceServerException, texts
 
 PIPELINES = {"text_embedding": ["EMBEDDING"], "review_sentiment": ["LABEL", "PROBABILITIES"]}
 
@@ -56,7 +56,7 @@ def test_bad_requests_do_not_fail_their_neighbours_in_a_dynamic_batch(server, ht
     for tensor in requests:  # all in flight at once, so the batcher groups good and bad together
         infer_input = httpclient.InferInput("TEXT", list(tensor.shape), "BYTES")
         infer_input.set_data_from_numpy(tensor)
-        pending.append(http_client.async_infer("text_embedding", [infer_input], timeout=BURST_TIMEOUT_US))
+        pending.append(http_client.async_infer("text_embedding", [infer_input]))
     served, errors = [], 0
     for position, request in enumerate(pending):
         if position in bad_positions:

@@ -30,7 +30,7 @@ import pytest
 from modelrepo.perf.chaos import classification_on_bytes_grpc, classification_on_bytes_http
 from modelrepo.triton.llm_client import generate, grpc_stream, llm_inputs
 from tests.integration.crash_only import crash_and_recover
-from tests.integration.triton_calls import BURST_TIMEOUT_US, InferenceServerException, texts
+from tests.integration.triton_calls import InferenceServerException, texts
 
 CLIENT_ERROR = {"http": "400", "grpc": "StatusCode.INVALID_ARGUMENT"}
 OUTPUTS = {
@@ -411,8 +411,7 @@ def send_together(caller, model: str, requests: list[dict]) -> list:
     outputs = [module.InferRequestedOutput(name) for name in OUTPUTS[model]]
     results: list = [None] * len(requests)
     if caller.protocol == "http":
-        pending = [caller.client.async_infer(model, tensors(inputs), outputs=outputs, timeout=BURST_TIMEOUT_US)
-                   for inputs in requests]
+        pending = [caller.client.async_infer(model, tensors(inputs), outputs=outputs) for inputs in requests]
         for index, handle in enumerate(pending):
             try:
                 result = handle.get_result()
@@ -424,7 +423,7 @@ def send_together(caller, model: str, requests: list[dict]) -> list:
     for index, inputs in enumerate(requests):
         def callback(result, error, index=index):
             done[index].set_result(error if error is not None else {name: result.as_numpy(name) for name in OUTPUTS[model]})
-        caller.client.async_infer(model, tensors(inputs), callback, outputs=outputs, timeout=BURST_TIMEOUT_US)
+        caller.client.async_infer(model, tensors(inputs), callback, outputs=outputs)
     return [future.result(timeout=120) for future in done]
 
 

@@ -15,13 +15,6 @@ from modelrepo.triton.client import infer
 PROTOCOLS = ("http", "grpc")
 
 
-# Queue timeout (microseconds) for tests that send a burst to see what a mixed dynamic batch answers, not
-# how long it queues. Under a burst, Triton 2.51's dynamic batcher leaves requests queued in steps of
-# 500 ms (its batcher thread's idle wait; perf/results/dynamic_batcher_stall.md), sometimes several in a
-# row, which ran past the models' 1-2 s timeouts on a slower machine: "Request timeout expired".
-BURST_TIMEOUT_US = 60_000_000
-
-
 @dataclass
 class Caller:
     protocol: str
