@@ -8,7 +8,10 @@ the model, the field and the rule:
 - ONNX models (Python runner or onnxruntime platform): config inputs/outputs match the graph's names,
   dtypes and ranks;
 - batching: batchable models have dynamic batching with a bounded queue (max_queue_size > 0 and a
-  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound); preferred sizes ≤ max_batch_size and, for
+  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound). The one
+  exception is an ensemble's front step whose queue a later step guards: every ensemble that uses it
+  has a later step with a bounded queue (a queue policy turns off Triton's payload prefetching, which
+  stalls bursts in 500 ms steps; see README "Failure modes"); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
 - engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
@@ -53,7 +56,7 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
             problems.append(f"{name}: output {output.name} label_filename {output.label_filename} is missing")
     if config.platform == "ensemble":
         return problems + check_ensemble(name, config, models)
-    problems += check_batching(name, config, model_dir)
+    problems += check_batching(name, config, model_dir, queue_guards(name, models))
     problems += check_artifacts(name, config, model_dir)
     if config.backend == "python":
         for group in config.instance_group:
@@ -62,17 +65,38 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
     return problems
 
 
-def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
+def bounded_queue(config: ModelConfig) -> bool:
+    policy = config.dynamic_batching.default_queue_policy
+    return policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
+
+
+def queue_guards(name: str, models: dict[str, ModelConfig]) -> list[str]:
+    """The models whose bounded queues guard `name`'s: for each ensemble that uses `name`, a later step
+    with a bounded queue. Empty when `name` is in no ensemble or one of them has no such step."""
+    guards = []
+    for ensemble in models.values():
+        steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
+        if name not in steps:
+            continue
+        later = [models[step] for step in steps[steps.index(name) + 1:] if step in models]
+        guard = next((member.name for member in later if member.HasField("dynamic_batching") and bounded_queue(member)), None)
+        if guard is None:
+            return []
+        guards.append(guard)
+    return guards
+
+
+def check_batching(name: str, config: ModelConfig, model_dir: Path, guards: list[str] = ()) -> list[str]:
     problems = []
     if config.max_batch_size > 0 and not config.HasField("dynamic_batching"):
         problems.append(f"{name}: batchable (max_batch_size {config.max_batch_size}) but no dynamic_batching")
-    if config.HasField("dynamic_batching"):
+    if config.HasField("dynamic_batching") and not bounded_queue(config) and not guards:
         policy = config.dynamic_batching.default_queue_policy
-        if policy.max_queue_size <= 0 or policy.default_timeout_microseconds <= 0:
-            problems.append(
-                f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
-                f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds})"
-            )
+        problems.append(
+            f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
+            f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds}), "
+            f"unless every ensemble using it has a later step with a bounded queue"
+        )
     preferred = list(config.dynamic_batching.preferred_batch_size)
     for size in preferred:
         if size > config.max_batch_size:

@@ -128,3 +128,11 @@ def test_python_models_must_run_on_cpu_instances(repo):
 def test_every_dynamically_batched_model_has_a_bounded_queue(repo):
     edit(repo, "minilm_encoder", lambda c: c.dynamic_batching.ClearField("default_queue_policy"))
     assert problems_with(repo, "minilm_encoder", "default_queue_policy must bound the queue", "got 0 and 0")
+
+
+def test_a_front_step_may_leave_its_queue_to_a_later_bounded_step(repo):
+    # minilm_tokenizer ships unbounded: in both text ensembles minilm_encoder's bounded queue guards it
+    assert not read_config(repo / "minilm_tokenizer").dynamic_batching.HasField("default_queue_policy")
+    edit(repo, "minilm_encoder", lambda c: c.dynamic_batching.ClearField("default_queue_policy"))
+    # review_sentiment still has sentiment_head after it, text_embedding has nothing: the tokenizer is refused
+    assert problems_with(repo, "minilm_tokenizer", "unless every ensemble using it has a later step with a bounded queue")
