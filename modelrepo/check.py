@@ -8,10 +8,12 @@ the model, the field and the rule:
 - ONNX models (Python runner or onnxruntime platform): config inputs/outputs match the graph's names,
   dtypes and ranks;
 - batching: batchable models have dynamic batching with a bounded queue (max_queue_size > 0 and a
-  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound). The one
-  exception is an ensemble's front step whose queue a later step guards: every ensemble that uses it
-  has a later step with a bounded queue (a queue policy turns off Triton's payload prefetching, which
-  stalls bursts in 500 ms steps; see README "Failure modes"); preferred sizes ≤ max_batch_size and, for
+  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound). The
+  exception is a step whose queue another model guards (a queue policy turns off Triton's payload
+  prefetching, which stalls bursts in 500 ms steps; see README "Failure modes"): an ensemble's step
+  where every ensemble using it has a later step with a bounded queue, or a BLS model whose
+  `queue_guards` parameter names the models it calls, each bounded (an ensemble: through one of its
+  steps); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
 - engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
@@ -70,9 +72,25 @@ def bounded_queue(config: ModelConfig) -> bool:
     return policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
 
 
+QUEUE_GUARDS = "queue_guards"  # a BLS model's parameter: the models it calls, whose bounded queues refuse overload
+
+
+def guarded(model: str, models: dict[str, ModelConfig]) -> bool:
+    """`model` refuses overload itself: a bounded queue, or (an ensemble) a step with one."""
+    config = models.get(model)
+    if config is None:
+        return False
+    if config.platform == "ensemble":
+        return any(guarded(step.model_name, models) for step in config.ensemble_scheduling.step)
+    return config.HasField("dynamic_batching") and bounded_queue(config)
+
+
 def queue_guards(name: str, models: dict[str, ModelConfig]) -> list[str]:
-    """The models whose bounded queues guard `name`'s: for each ensemble that uses `name`, a later step
-    with a bounded queue. Empty when `name` is in no ensemble or one of them has no such step."""
+    """The models whose bounded queues guard `name`'s: the `queue_guards` it names (BLS), each guarded;
+    else for each ensemble that uses `name`, a later step with a bounded queue. Empty when unguarded."""
+    named = [m.strip() for m in (parameter(models[name], QUEUE_GUARDS) or "").split(",") if m.strip()] if name in models else []
+    if named:
+        return named if all(guarded(m, models) for m in named) else []
     guards = []
     for ensemble in models.values():
         steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
@@ -95,7 +113,8 @@ def check_batching(name: str, config: ModelConfig, model_dir: Path, guards: list
         problems.append(
             f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
             f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds}), "
-            f"unless every ensemble using it has a later step with a bounded queue"
+            f"unless another model's bounded queue guards it (every ensemble using it has a later bounded step, "
+            f"or a BLS model's {QUEUE_GUARDS} parameter names the bounded models it calls)"
         )
     preferred = list(config.dynamic_batching.preferred_batch_size)
     for size in preferred:

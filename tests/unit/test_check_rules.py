@@ -135,4 +135,13 @@ def test_a_front_step_may_leave_its_queue_to_a_later_bounded_step(repo):
     assert not read_config(repo / "minilm_tokenizer").dynamic_batching.HasField("default_queue_policy")
     edit(repo, "minilm_encoder", lambda c: c.dynamic_batching.ClearField("default_queue_policy"))
     # review_sentiment still has sentiment_head after it, text_embedding has nothing: the tokenizer is refused
-    assert problems_with(repo, "minilm_tokenizer", "unless every ensemble using it has a later step with a bounded queue")
+    assert problems_with(repo, "minilm_tokenizer", "every ensemble using it has a later bounded step")
+
+
+def test_a_bls_model_may_leave_its_queue_to_the_bounded_models_it_names(repo):
+    # credit_router ships unbounded, naming the models it calls as its queue guards
+    assert not read_config(repo / "credit_router").dynamic_batching.HasField("default_queue_policy")
+    edit(repo, "credit_router", lambda c: c.parameters["queue_guards"].__setattr__("string_value", "credit_default,no_such_model"))
+    assert problems_with(repo, "credit_router", "must bound the queue", "queue_guards parameter names the bounded models")
+    edit(repo, "credit_router", lambda c: c.parameters.pop("queue_guards"))
+    assert problems_with(repo, "credit_router", "must bound the queue")
