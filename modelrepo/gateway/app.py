@@ -30,7 +30,7 @@ OPEN_PATHS = ("/health", "/metrics")  # probes and Prometheus need no API key
 
 def create_app(settings: GatewaySettings) -> FastAPI:
     backend = TritonBackend(settings.triton_grpc_url, settings.admin_key)
-    catalog = Catalog(backend.client, backend.admin_headers, settings.catalog_refresh_s)
+    catalog = Catalog(backend, settings.catalog_refresh_s)
     metrics = GatewayMetrics()
     counter = TokenCounter(settings.tokenizer_dir)
     generator = Generator(backend, counter, metrics)

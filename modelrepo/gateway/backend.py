@@ -60,11 +60,20 @@ def triton_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
 
 class TritonBackend:
     def __init__(self, grpc_url: str, admin_key: str | None = None):
-        self.client = grpcclient.InferenceServerClient(grpc_url)
+        self.grpc_url = grpc_url
         self.admin_headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key else {}
+        self._client = None
+
+    @property
+    def client(self) -> grpcclient.InferenceServerClient:
+        # made on first use: a grpc.aio channel belongs to the event loop it was made in (uvicorn's)
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.grpc_url)
+        return self._client
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def ready(self) -> bool:
         try:

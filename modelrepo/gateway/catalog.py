@@ -55,13 +55,12 @@ class Catalog:
     """The ready chat and embedding models, re-read from the server at most every `refresh_s`
     (and at once when a request names a model not seen yet)."""
 
-    def __init__(self, client, headers: dict[str, str], refresh_s: float = 10.0):
-        self.client = client
-        self.headers = headers
+    def __init__(self, backend, refresh_s: float = 10.0):
+        self.backend = backend  # modelrepo.gateway.backend.TritonBackend
         self.refresh_s = refresh_s
         self._models: dict[str, ServedModel] = {}
         self._read_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # made outside any loop: fine since Python 3.10
         self._first_seen: dict[str, int] = {}
 
     async def models(self, force: bool = False) -> dict[str, ServedModel]:
@@ -78,13 +77,14 @@ class Catalog:
         return model if model is not None and model.kind == kind else None
 
     async def _read(self) -> dict[str, ServedModel]:
-        index = await self.client.get_model_repository_index(headers=self.headers)
+        client, headers = self.backend.client, self.backend.admin_headers
+        index = await client.get_model_repository_index(headers=headers)
         found = {}
         for entry in index.models:
             if entry.state != "READY":
                 continue
             created = self._first_seen.setdefault(entry.name, int(time.time()))
-            config = (await self.client.get_model_config(entry.name, headers=self.headers)).config
+            config = (await client.get_model_config(entry.name, headers=headers)).config
             served = classify(config, created)
             if served is not None:
                 found[served.name] = served
