@@ -21,13 +21,12 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 
-from modelrepo.gateway.process import gateway_command
+from modelrepo.gateway.process import gateway_command, wait_until_healthy
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.llm_streaming import PROMPTS
 from modelrepo.perf.results import Spread, record, repeat
@@ -46,14 +45,12 @@ def start_gateway(server: TritonServer) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, MODELREPO_ADMIN_KEY=KEY)
     process = subprocess.Popen(gateway_command(server.grpc_url, "127.0.0.1", port, MODEL_REPOSITORY), env=env)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.25)
-    process.kill()
-    raise RuntimeError("the gateway did not start within 60 s")
+    try:
+        wait_until_healthy(url, process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
 
 
 def direct_chat(server: TritonServer, prompt: str, max_tokens: int) -> tuple[float, str]:

@@ -48,7 +48,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def frame(request: Request, call_next):
         request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
         request.state.request_id = request_id
-        request.state.model = ""
+        request.state.model = request.state.requested = ""
         started = time.monotonic()
         key = _bearer(request)
         if request.url.path not in OPEN_PATHS:
@@ -59,7 +59,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return _finish(request, response, started, getattr(request.state, "error_code", None))
 
     def _finish(request: Request, response: Response, started: float, error_code: str | None) -> Response:
-        route, model = request.url.path, request.state.model
+        route, model = _route_label(request), request.state.model
         response.headers["X-Request-Id"] = request.state.request_id
         metrics.requests.labels(route, model, str(response.status_code)).inc()
         metrics.latency.labels(route, model).observe(time.monotonic() - started)
@@ -67,7 +67,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             metrics.errors.labels(route, error_code or str(response.status_code)).inc()
         extra = f" prompt={getattr(request.state, 'prompt', '')!r}" if settings.log_prompts else ""
         log.info("%s %s %s %s model=%s %.3fs%s", request.state.request_id, request.method, route,
-                 response.status_code, model or "-", time.monotonic() - started, extra)
+                 response.status_code, request.state.requested or "-", time.monotonic() - started, extra)
         return response
 
     @app.exception_handler(OpenAIError)
@@ -92,53 +92,48 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def resolve(request: Request, name: str, kind: str):
+        request.state.requested = name  # logged; the metrics label only names served models
+        model = await catalog.find(name, kind)
+        if model is None:
+            raise unknown_model(name, kind)
+        request.state.model = model.name
+        return model
+
+    async def generate(request: Request, body, kind: str, id_prefix: str, make_generation):
+        body.check_stream_options()
+        model = await resolve(request, body.model, CHAT)
+        generation = make_generation(model)
+        request.state.prompt = generation.text_input
+        turns = generation.messages or [{"role": "user", "content": generation.text_input}]
+        job = Job(kind, f"{id_prefix}-{request.state.request_id}", model, generation, counter.prompt_tokens(turns),
+                  body.include_usage())
+        return await generator.respond(job, body.stream)
+
     @app.get("/v1/models")
     async def list_models():
         models = await catalog.models()
-        return {"object": "list", "data": [
-            {"id": m.name, "object": "model", "created": m.created, "owned_by": "modelrepo", "kind": m.kind}
-            for m in sorted(models.values(), key=lambda m: m.name)]}
+        return {"object": "list", "data": [_model_entry(m) for m in sorted(models.values(), key=lambda m: m.name)]}
 
     @app.get("/v1/models/{name}")
     async def one_model(name: str):
         model = (await catalog.models()).get(name)
         if model is None:
             raise unknown_model(name, "served")
-        return {"id": model.name, "object": "model", "created": model.created, "owned_by": "modelrepo", "kind": model.kind}
+        return _model_entry(model)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
-        request.state.model = body.model
-        body.check_stream_options()
-        model = await catalog.find(body.model, CHAT)
-        if model is None:
-            raise unknown_model(body.model, CHAT)
-        generation = generation_for_chat(body, model, settings.default_max_tokens)
-        request.state.prompt = generation.text_input
-        turns = body.turns() if generation.messages is not None else [{"role": "user", "content": generation.text_input}]
-        job = Job("chat", f"chatcmpl-{request.state.request_id}", model, generation, counter.prompt_tokens(turns),
-                  body.include_usage())
-        return await generator.respond(job, body.stream)
+        return await generate(request, body, "chat", "chatcmpl",
+                              lambda model: generation_for_chat(body, model, settings.default_max_tokens))
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        request.state.model = body.model
-        body.check_stream_options()
-        model = await catalog.find(body.model, CHAT)
-        if model is None:
-            raise unknown_model(body.model, CHAT)
-        generation = generation_for_completion(body)
-        request.state.prompt = generation.text_input
-        job = Job("completion", f"cmpl-{request.state.request_id}", model, generation,
-                  counter.prompt_tokens([{"role": "user", "content": generation.text_input}]), body.include_usage())
-        return await generator.respond(job, body.stream)
+        return await generate(request, body, "completion", "cmpl", lambda _model: generation_for_completion(body))
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest, request: Request):
-        request.state.model = body.model
-        model = await catalog.find(body.model, EMBEDDING)
-        if model is None:
-            raise unknown_model(body.model, EMBEDDING)
+        model = await resolve(request, body.model, EMBEDDING)
         texts = body.texts()
         vectors = await backend.embed(model, texts)
         # Usage: whitespace-separated words (the embedding models' tokenizers live in the server).
@@ -150,6 +145,20 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "usage": {"prompt_tokens": words, "total_tokens": words}}
 
     return app
+
+
+def _route_label(request: Request) -> str:
+    """The route's template (`/v1/models/{name}`), a known path refused before routing, or `other`:
+    a label set no client can grow."""
+    matched = request.scope.get("route")
+    if matched is not None:
+        return matched.path
+    known = {getattr(route, "path", None) for route in request.app.routes}
+    return request.url.path if request.url.path in known else "other"
+
+
+def _model_entry(model) -> dict:
+    return {"id": model.name, "object": "model", "created": model.created, "owned_by": "modelrepo", "kind": model.kind}
 
 
 def _encoded(vector, encoding_format: str):

@@ -35,7 +35,7 @@ class Generation:
                   p.MAX_TOKENS: np.array([[self.max_tokens]], dtype=np.int32)}
         if self.messages is not None:
             arrays[p.MESSAGES] = np.array([[json.dumps(self.messages).encode("utf-8")]], dtype=object)
-        if model.accepts(p.STREAM):
+        if model.streams:  # the others answer in one piece, which the gateway streams as one chunk
             arrays[p.STREAM] = np.array([[stream]])
         if self.temperature is not None:
             arrays[p.TEMPERATURE] = np.array([[self.temperature]], dtype=np.float32)

@@ -30,6 +30,7 @@ class ServedModel:
     dimension: int = 0
     inputs: frozenset[str] = frozenset()
     created: int = 0
+    streams: bool = False  # answers chunk by chunk when asked (`stream` input, not an ensemble: `llm` refuses it)
 
     def accepts(self, input_name: str) -> bool:
         return input_name in self.inputs
@@ -41,7 +42,8 @@ def classify(config: model_config_pb2.ModelConfig, created: int = 0) -> ServedMo
     string = model_config_pb2.TYPE_STRING
     if (p.TEXT_INPUT in inputs and inputs[p.TEXT_INPUT].data_type == string and p.MAX_TOKENS in inputs
             and p.TEXT_OUTPUT in outputs):
-        return ServedModel(config.name, CHAT, config.max_batch_size, inputs=frozenset(inputs), created=created)
+        return ServedModel(config.name, CHAT, config.max_batch_size, inputs=frozenset(inputs), created=created,
+                           streams=p.STREAM in inputs and config.platform != "ensemble")
     vector = outputs.get(EMBEDDING_OUTPUT)
     text_inputs = [tensor.name for tensor in config.input if tensor.data_type == string]
     if (vector is not None and vector.data_type == model_config_pb2.TYPE_FP32 and len(vector.dims) == 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from modelrepo.python_backends.llm.chat import TOKENIZER_DIR
@@ -43,3 +45,19 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Block until the gateway at `url` answers /health 200 (Triton ready); raise if it exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            pass
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with code {process.returncode} before it was healthy")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the gateway at {url} was not healthy within {timeout_s:.0f} s")
+        time.sleep(0.25)

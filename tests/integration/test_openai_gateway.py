@@ -16,7 +16,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from modelrepo.gateway.process import gateway_command
+from modelrepo.gateway.process import gateway_command, wait_until_healthy
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.python_backends.llm import protocol as p
 from modelrepo.triton.llm_client import grpc_stream, llm_inputs
@@ -31,25 +31,20 @@ ENGINE_LABELS = (("model", "llm_engine"),)
 
 
 @pytest.fixture(scope="session")
-def gateway(server, admin_key):
-    """One gateway per session, on the session's server: its base URL."""
+def gateway(server, admin_key, tmp_path_factory):
+    """One gateway per session, on the session's server: its base URL (its log in a file, never a full pipe)."""
     (port,) = free_ports(1)
     env = dict(os.environ, MODELREPO_ADMIN_KEY=admin_key, MODELREPO_OPENAI_API_KEYS=API_KEY)
-    process = subprocess.Popen(gateway_command(server.grpc_url, "127.0.0.1", port, MODEL_REPOSITORY), env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(gateway_command(server.grpc_url, "127.0.0.1", port, MODEL_REPOSITORY), env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the gateway did not start:\n{process.stdout.read()}")
-        time.sleep(0.3)
+    try:
+        wait_until_healthy(url, process)
+    except RuntimeError as err:
+        process.kill()
+        pytest.fail(f"{err}:\n{log_path.read_text()[-4000:]}")
     try:
         yield url
     finally:

@@ -77,6 +77,7 @@ def test_the_repository_s_chat_and_embedding_models_are_recognised_from_their_co
              for name in ("llm", "llm_bls", "llm_cached", "text_embedding", "review_sentiment", "llm_engine", "minilm_encoder")}
     assert kinds == {"llm": CHAT, "llm_bls": CHAT, "llm_cached": CHAT, "text_embedding": EMBEDDING,
                      "review_sentiment": None, "llm_engine": None, "minilm_encoder": None}
+    assert [served(name).streams for name in ("llm_bls", "llm", "llm_cached")] == [True, False, False]
     embedding = served("text_embedding")
     assert (embedding.text_input, embedding.dimension, embedding.max_batch_size) == ("TEXT", 384, 64)
 
@@ -142,3 +143,13 @@ def test_keys_and_the_limit_are_enforced_before_any_model_is_looked_up():
         metrics = client.get("/metrics").text
         assert 'openai_requests_total{model="",route="/v1/chat/completions",status="401"} 1.0' in metrics
         assert 'openai_errors_total{code="rate_limit_exceeded",route="/v1/chat/completions"} 1.0' in metrics
+
+
+def test_only_a_model_that_streams_is_asked_to_and_settings_go_as_their_inputs():
+    from modelrepo.gateway.backend import Generation
+
+    generation = Generation("hi", 4, temperature=0.5, seed=9, stop=["x"])
+    assert "stream" not in generation.inputs(served("llm"), stream=True)  # the ensemble refuses stream=true
+    inputs = generation.inputs(served("llm_bls"), stream=True)
+    assert inputs["stream"].tolist() == [[True]] and inputs["random_seed"].dtype.name == "uint64"
+    assert inputs["stop_words"].tolist() == [[b"x"]] and "messages" not in inputs
