@@ -14,7 +14,9 @@ import time
 from dataclasses import dataclass
 
 from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException
 
+from modelrepo.gateway.errors import OpenAIError
 from modelrepo.python_backends.llm import protocol as p
 
 CHAT, EMBEDDING = "chat", "embedding"
@@ -79,6 +81,14 @@ class Catalog:
         return model if model is not None and model.kind == kind else None
 
     async def _read(self) -> dict[str, ServedModel]:
+        try:
+            return await self._read_index()
+        except InferenceServerException as err:  # no admin key, a wrong one, or the server is down
+            raise OpenAIError(503, f"cannot read the served models from Triton ({err.message()}); the gateway "
+                                   "reads the repository index with the admin key ($MODELREPO_ADMIN_KEY)",
+                              code="unavailable") from None
+
+    async def _read_index(self) -> dict[str, ServedModel]:
         client, headers = self.backend.client, self.backend.admin_headers
         index = await client.get_model_repository_index(headers=headers)
         found = {}

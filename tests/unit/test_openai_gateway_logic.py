@@ -140,6 +140,7 @@ def test_keys_and_the_limit_are_enforced_before_any_model_is_looked_up():
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "n"
         limited = client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+        assert client.get("/health").status_code == 503  # no server behind it: not ready
         metrics = client.get("/metrics").text
         assert 'openai_requests_total{model="",route="/v1/chat/completions",status="401"} 1.0' in metrics
         assert 'openai_errors_total{code="rate_limit_exceeded",route="/v1/chat/completions"} 1.0' in metrics
@@ -153,3 +154,13 @@ def test_only_a_model_that_streams_is_asked_to_and_settings_go_as_their_inputs()
     inputs = generation.inputs(served("llm_bls"), stream=True)
     assert inputs["stream"].tolist() == [[True]] and inputs["random_seed"].dtype.name == "uint64"
     assert inputs["stop_words"].tolist() == [[b"x"]] and "messages" not in inputs
+
+
+def test_without_a_reachable_server_the_models_list_is_a_503_saying_why():
+    from fastapi.testclient import TestClient
+
+    from modelrepo.gateway.app import create_app
+
+    with TestClient(create_app(GatewaySettings(triton_grpc_url="127.0.0.1:1"))) as client:
+        answer = client.get("/v1/models")
+    assert answer.status_code == 503 and "repository index" in answer.json()["error"]["message"]
