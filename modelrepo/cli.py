@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
         exit_on_error=args.exit_on_error == "true",
         host=args.host,
         policy=RestartPolicy(max_restarts=args.max_restarts, window_s=args.restart_window),
+        openai_port=None if args.no_openai else args.openai_port,
     )
 
 
@@ -246,6 +247,9 @@ def parser() -> argparse.ArgumentParser:
         "--restart-window", type=float, default=RESTART_POLICY.window_s, metavar="SECONDS",
         help=f"restarts older than this are forgotten: the backoff (1 s, doubling) starts again (default {RESTART_POLICY.window_s:g})",
     )
+    serve.add_argument("--openai-port", type=int, default=9000,
+                       help="port of the OpenAI-compatible gateway (/v1/chat/completions, /v1/embeddings, ...) on --host")
+    serve.add_argument("--no-openai", action="store_true", help="serve Triton only, without the OpenAI gateway")
     serve.set_defaults(func=_serve)
 
     build = commands.add_parser(

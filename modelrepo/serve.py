@@ -1,17 +1,21 @@
-"""`modelrepo serve`: the embedded Triton on model_repository/, until Ctrl-C or SIGTERM.
+"""`modelrepo serve`: the embedded Triton on model_repository/, until Ctrl-C or SIGTERM, and the
+OpenAI-compatible gateway (modelrepo.gateway) in front of it once it is ready (`openai_port`; None: not).
 
 Crash-only: a tritonserver that dies by itself is started again (modelrepo.triton.recovery.CrashOnly,
 the same loop as the image's entrypoint)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelrepo.triton.admin import ADMIN_HEADER, admin_key
+from modelrepo.gateway.process import GatewayProcess, gateway_command
+from modelrepo.gateway.settings import DEFAULT_PORT as OPENAI_PORT
+from modelrepo.triton.admin import ADMIN_HEADER, ADMIN_KEY_ENV, admin_key
 from modelrepo.triton.control import ControlError
 from modelrepo.triton.flags import LOOPBACK, RESTRICTED_APIS
 from modelrepo.triton.recovery import CrashOnly, RestartPolicy
@@ -28,8 +32,10 @@ def serve(
     exit_on_error: bool = True,
     host: str = LOOPBACK,
     policy: RestartPolicy = RestartPolicy(),
+    openai_port: int | None = OPENAI_PORT,
 ) -> int:
     key, key_source = admin_key(create=True)
+    os.environ[ADMIN_KEY_ENV] = key  # the gateway (a child) reads the model configs with it
     server = TritonServer(
         model_repository=model_repository,
         http_port=http_port,
@@ -53,14 +59,15 @@ def serve(
     started = time.monotonic()
     server.start()
     try:
-        return _serve_started(server, started, startup_timeout_s, host, key_source, policy, lambda: stopping)
+        return _serve_started(server, started, startup_timeout_s, host, key_source, policy, lambda: stopping,
+                              openai_port)
     except BaseException:
         server.stop()  # never leave tritonserver behind (e.g. our stdout closed under us: BrokenPipeError)
         raise
 
 
 def _serve_started(server: TritonServer, started: float, startup_timeout_s: float, host: str, key_source: str,
-                   policy: RestartPolicy, stopping: Callable[[], bool]) -> int:
+                   policy: RestartPolicy, stopping: Callable[[], bool], openai_port: int | None = None) -> int:
     """From a started tritonserver to the end of serving: wait for READY, print where, keep serving."""
     model_repository = server.model_repository
     print(f"tritonserver starting on {model_repository} (log: {server.log_path})", flush=True)
@@ -84,9 +91,22 @@ def _serve_started(server: TritonServer, started: float, startup_timeout_s: floa
         f"  gRPC     {server.grpc_url}\n"
         f"  metrics  {server.metrics_url}\n"
         f"  listening on {host}; the {RESTRICTED_APIS} APIs need header '{ADMIN_HEADER}', key from {key_source}\n"
-        "Ctrl-C stops the server.",
+        + (f"  OpenAI   http://{host}:{openai_port}/v1   (gateway; its metrics on /metrics)\n" if openai_port else "")
+        + "Ctrl-C stops the server.",
         flush=True,
     )
+    gateway = None
+    if openai_port:
+        gateway = GatewayProcess(gateway_command(server.grpc_url, host, openai_port, model_repository))
+        gateway.start()
+    try:
+        return _keep_serving(server, policy, stopping)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+
+
+def _keep_serving(server: TritonServer, policy: RestartPolicy, stopping: Callable[[], bool]) -> int:
     # Triton restarts neither a dead Python stub (we reload its model) nor itself (we start it again).
     keeper = CrashOnly(lambda: server.start(append_log=True), server, stopping, policy,
                        log=lambda line: print(line, flush=True))

@@ -39,6 +39,8 @@ class ServeProcess:
         cmd = [sys.executable, "-m", "modelrepo.cli", "serve", "--model-repository", str(repository),
                "--http-port", str(self.ports[0]), "--grpc-port", str(self.ports[1]), "--metrics-port", str(self.ports[2]),
                *extra]
+        if "--openai-port" not in extra:  # tritonserver is then serve's only child (tritonserver_pid)
+            cmd.append("--no-openai")
         env = dict(os.environ, MODELREPO_ADMIN_KEY=key, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: list[str] = []

@@ -38,6 +38,8 @@ def preprocessing_inputs(request: Mapping) -> Tensors:
         p.QUERY: texts.reshape(1, 1),
         p.REQUEST_OUTPUT_LEN: np.asarray(required(request, p.MAX_TOKENS), dtype=np.int32).reshape(1, 1),
     }
+    if request.get(p.MESSAGES) is not None:  # a whole conversation: preprocessing templates it
+        inputs[p.PRE_MESSAGES] = np.asarray(request[p.MESSAGES], dtype=object).reshape(1, 1)
     if request.get(p.STOP_WORDS) is not None:
         inputs[p.STOP_WORDS_DICT] = np.asarray(request[p.STOP_WORDS], dtype=object).reshape(1, -1)
     for public, name in ((p.END_ID, p.END_ID.upper()), (p.PAD_ID, p.PAD_ID.upper())):

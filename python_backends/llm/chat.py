@@ -1,7 +1,9 @@
 """llm_preprocessing: the user's text → the model's chat template → token ids, batched.
 
 `text_input` is one user turn; the tokenizer's own chat template (SmolLM2's ships its default system
-prompt) adds the assistant prefix. Rules: valid UTF-8, not empty, at most `max_text_bytes` bytes,
+prompt) adds the assistant prefix. The optional `messages` input (MESSAGES here) carries a whole
+conversation instead: a JSON array of {"role": "system" | "user" | "assistant", "content": text},
+ending with a user turn (the OpenAI gateway sends it); then `text_input` is only its last user turn. Rules: valid UTF-8, not empty, at most `max_text_bytes` bytes,
 at most `max_prompt_tokens` tokens after templating; `max_tokens` between 1 and `max_new_tokens`.
 Stop words become TensorRT-LLM's word lists, each word both as written and after a space (a word in
 running text is usually tokenised with its leading space).
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+import json
 
 import numpy as np
 
@@ -22,6 +26,7 @@ from modelrepo.python_backends.text_tokenizer import decode_text
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
 
 TOKENIZER_DIR = "tokenizer"
+ROLES = ("system", "user", "assistant")
 
 
 def load_tokenizer(path: Path):
@@ -58,13 +63,15 @@ class ChatPreprocessor:
         return answer_each(requests, self.prepare, lambda prepared: prepared)
 
     def prompt_ids(self, text: str) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
-        )
+        return self.conversation_ids([{"role": "user", "content": text}], p.TEXT_INPUT)
+
+    def conversation_ids(self, messages: list[dict[str, str]], input_name: str = p.MESSAGES) -> list[int]:
+        """The chat template over checked turns (see `parse_messages`), with the assistant prefix."""
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
         if len(ids) > self.max_prompt_tokens:
             raise InputError(
-                p.TEXT_INPUT,
+                input_name,
                 f"is {len(ids)} tokens after the chat template; at most {self.max_prompt_tokens} are accepted",
             )
         return list(ids)
@@ -82,7 +89,12 @@ class ChatPreprocessor:
             raise InputError(p.TEXT_INPUT, f"one prompt per request, got {texts.size}")
         text = decode_text(texts[0], None, self.max_text_bytes, p.TEXT_INPUT)
         max_tokens = p.check_max_tokens(p.scalar(request, p.REQUEST_OUTPUT_LEN, 0, p.MAX_TOKENS), self.max_new_tokens)
-        ids = self.prompt_ids(text)
+        messages = request.get(p.PRE_MESSAGES)
+        if messages is None:
+            ids = self.prompt_ids(text)
+        else:
+            conversation = decode_text(np.asarray(messages).reshape(-1)[0], None, self.max_text_bytes, p.MESSAGES)
+            ids = self.conversation_ids(parse_messages(conversation))
         words = [decode_text(w, None, self.max_text_bytes, p.STOP_WORDS) for w in _strings(request.get(p.STOP_WORDS_DICT))]
         return {
             p.INPUT_ID: np.array([ids], dtype=np.int32),
@@ -92,6 +104,30 @@ class ChatPreprocessor:
             p.OUT_END_ID: np.array([[int(p.scalar(request, p.END_ID, self.end_id))]], dtype=np.int32),
             p.OUT_PAD_ID: np.array([[int(p.scalar(request, p.PAD_ID, self.pad_id))]], dtype=np.int32),
         }
+
+
+def parse_messages(text: str) -> list[dict[str, str]]:
+    """A conversation as JSON: a non-empty array of {"role", "content"} objects (roles: system, user,
+    assistant), the last one a user turn. Returns it as plain dicts; refuses anything else by rule."""
+    try:
+        messages = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(p.MESSAGES, f"must be a JSON array of messages: {err.msg} at character {err.pos}") from None
+    if not isinstance(messages, list) or not messages:
+        raise InputError(p.MESSAGES, "must be a non-empty JSON array of {\"role\", \"content\"} objects")
+    turns = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise InputError(p.MESSAGES, f"message {index} must be an object with exactly the keys role and content")
+        role, content = message["role"], message["content"]
+        if role not in ROLES:
+            raise InputError(p.MESSAGES, f"message {index}: role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(content, str) or not content:
+            raise InputError(p.MESSAGES, f"message {index}: content must be a non-empty string")
+        turns.append({"role": role, "content": content})
+    if turns[-1]["role"] != "user":
+        raise InputError(p.MESSAGES, f"the last message must be a user turn, got {turns[-1]['role']!r}")
+    return turns
 
 
 def _strings(value) -> list:

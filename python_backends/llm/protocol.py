@@ -21,11 +21,13 @@ TEXT_INPUT, MAX_TOKENS, STREAM = "text_input", "max_tokens", "stream"
 TEMPERATURE, TOP_P, TOP_K, RANDOM_SEED = "temperature", "top_p", "top_k", "random_seed"
 STOP_WORDS, END_ID, PAD_ID, MIN_LENGTH = "stop_words", "end_id", "pad_id", "min_length"
 EXCLUDE_INPUT = "exclude_input_in_output"
+MESSAGES = "messages"  # optional: a whole conversation as JSON (python_backends/llm/chat.py)
 TEXT_OUTPUT = "text_output"
 PUBLIC_OPTIONAL = (STREAM, TEMPERATURE, TOP_P, TOP_K, RANDOM_SEED, STOP_WORDS, END_ID, PAD_ID, MIN_LENGTH, EXCLUDE_INPUT)
 
 # llm_preprocessing
 QUERY, REQUEST_OUTPUT_LEN, STOP_WORDS_DICT, PRE_STREAM = "QUERY", "REQUEST_OUTPUT_LEN", "STOP_WORDS_DICT", "STREAM"
+PRE_MESSAGES = "MESSAGES"
 INPUT_ID, REQUEST_INPUT_LEN, STOP_WORDS_IDS = "INPUT_ID", "REQUEST_INPUT_LEN", "STOP_WORDS_IDS"
 OUT_REQUEST_OUTPUT_LEN, OUT_END_ID, OUT_PAD_ID = "REQUEST_OUTPUT_LEN", "OUT_END_ID", "OUT_PAD_ID"
 

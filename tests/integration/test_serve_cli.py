@@ -1,13 +1,15 @@
-"""`modelrepo serve` as users run it: READY with endpoints printed, clean stop on SIGTERM, and a fast,
-explained failure when a model cannot load."""
+"""`modelrepo serve` as users run it: READY with endpoints printed, the OpenAI gateway in front, clean
+stop on SIGTERM (the gateway with it), and a fast, explained failure when a model cannot load."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -23,9 +25,9 @@ class TritonPythonModel:
 
 
 def start_serve(*extra: str) -> tuple[subprocess.Popen, list[int]]:
-    ports = free_ports(3)
+    ports = free_ports(4)
     cmd = [sys.executable, "-m", "modelrepo.cli", "serve", "--http-port", str(ports[0]),
-           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--openai-port", str(ports[3]), *extra]
     env = dict(os.environ, MODELREPO_ADMIN_KEY="test-key", PYTHONUNBUFFERED="1")
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env), ports
 
@@ -43,6 +45,19 @@ def read_until(process: subprocess.Popen, marker: str, timeout_s: float) -> str:
     raise AssertionError(f"{marker!r} not printed within {timeout_s} s; got:\n{''.join(seen)}")
 
 
+def wait_for_json(url: str, timeout_s: float = 60) -> dict:
+    """GET `url` until it answers (the gateway starts once the server is ready)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def test_serve_reaches_ready_and_stops_cleanly_on_sigterm():
     process, ports = start_serve()
     try:
@@ -52,9 +67,14 @@ def test_serve_reaches_ready_and_stops_cleanly_on_sigterm():
             assert model in banner
         assert f"127.0.0.1:{ports[0]}" in banner and f"127.0.0.1:{ports[1]}" in banner
         assert "MODELREPO_ADMIN_KEY" in banner
+        gateway = f"http://127.0.0.1:{ports[3]}"
+        assert f"OpenAI   {gateway}/v1" in banner
+        assert "text_embedding" in [model["id"] for model in wait_for_json(f"{gateway}/v1/models")["data"]]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert "tritonserver stopped" in process.stdout.read()
+        with pytest.raises(OSError):  # the gateway stopped with it
+            urllib.request.urlopen(f"{gateway}/health", timeout=5)
     finally:
         if process.poll() is None:
             process.kill()

@@ -96,3 +96,42 @@ def test_postprocessing_model_decodes_whole_sequences_and_increments(llm_tokeniz
         p.PREFIX_OFFSET: np.array([[0]]), p.READ_OFFSET: np.array([[1]]),
     })
     assert step[p.OUTPUT].reshape(-1)[0] == llm_tokenizer.decode(ids[1:]) and step[p.OUT_READ_OFFSET].item() == len(ids)
+
+
+def messages_request(messages, **extra):
+    import json
+
+    text = messages if isinstance(messages, str) else json.dumps(messages)
+    return request("last turn", **{p.PRE_MESSAGES: np.array([[text.encode()]], dtype=object)}, **extra)
+
+
+def test_a_conversation_keeps_every_turn_in_order_and_asks_for_the_assistant(llm_tokenizer):
+    chat = ChatPreprocessor(llm_tokenizer)
+    turns = [{"role": "system", "content": "You answer in French."}, {"role": "user", "content": "Hello"},
+             {"role": "assistant", "content": "Bonjour"}, {"role": "user", "content": "Capital of Italy?"}]
+    text = llm_tokenizer.decode(chat.prepare(messages_request(turns))[p.INPUT_ID][0].tolist())
+    expected = ["<|im_start|>system\nYou answer in French.<|im_end|>", "<|im_start|>user\nHello<|im_end|>",
+                "<|im_start|>assistant\nBonjour<|im_end|>", "<|im_start|>user\nCapital of Italy?<|im_end|>"]
+    positions = [text.index(part) for part in expected]
+    assert positions == sorted(positions) and text.endswith("<|im_start|>assistant\n")
+    assert "last turn" not in text  # MESSAGES replaces QUERY
+
+
+def test_one_user_message_templates_like_the_single_turn_prompt(llm_tokenizer):
+    chat = ChatPreprocessor(llm_tokenizer)
+    single = chat.prepare(request("What is 2+2?"))[p.INPUT_ID].tolist()
+    assert chat.prepare(messages_request([{"role": "user", "content": "What is 2+2?"}]))[p.INPUT_ID].tolist() == single
+
+
+@pytest.mark.parametrize("messages, rule", [
+    ("not json", "must be a JSON array"),
+    ([], "non-empty JSON array"),
+    ([{"role": "user"}], "exactly the keys role and content"),
+    ([{"role": "tool", "content": "x"}], "role must be one of system, user, assistant"),
+    ([{"role": "user", "content": ""}], "content must be a non-empty string"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}], "last message must be a user turn"),
+])
+def test_a_bad_conversation_is_refused_naming_messages_and_the_rule(llm_tokenizer, messages, rule):
+    with pytest.raises(InputError, match=rule) as caught:
+        ChatPreprocessor(llm_tokenizer).prepare(messages_request(messages))
+    assert caught.value.input_name == p.MESSAGES

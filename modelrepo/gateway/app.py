@@ -1,0 +1,191 @@
+"""The routes, and the middleware every request passes: request id, API key, rate limit, access
+log (no prompt text unless asked), metrics."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modelrepo.gateway.backend import TritonBackend
+from modelrepo.gateway.catalog import CHAT, EMBEDDING, Catalog
+from modelrepo.gateway.errors import OpenAIError, unknown_model
+from modelrepo.gateway.generation import Generator, Job, generation_for_chat, generation_for_completion
+from modelrepo.gateway.metrics import GatewayMetrics
+from modelrepo.gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from modelrepo.gateway.ratelimit import RateLimiter
+from modelrepo.gateway.settings import GatewaySettings
+from modelrepo.gateway.usage import TokenCounter
+
+log = logging.getLogger("modelrepo.gateway.access")
+OPEN_PATHS = ("/health", "/metrics")  # probes and Prometheus need no API key
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    backend = TritonBackend(settings.triton_grpc_url, settings.admin_key)
+    catalog = Catalog(backend, settings.catalog_refresh_s)
+    metrics = GatewayMetrics()
+    counter = TokenCounter(settings.tokenizer_dir)
+    generator = Generator(backend, counter, metrics)
+    limiter = RateLimiter(settings.requests_per_minute)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await backend.close()
+
+    app = FastAPI(title="modelrepo OpenAI-compatible gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.metrics = metrics
+
+    @app.middleware("http")
+    async def frame(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
+        request.state.request_id = request_id
+        request.state.model = request.state.requested = ""
+        started = time.monotonic()
+        key = _bearer(request)
+        if request.url.path not in OPEN_PATHS:
+            refusal = _refusal(settings, limiter, key)
+            if refusal is not None:
+                return _finish(request, refusal.response(_limit_headers(refusal)), started, refusal.code)
+        response = await call_next(request)
+        return _finish(request, response, started, getattr(request.state, "error_code", None))
+
+    def _finish(request: Request, response: Response, started: float, error_code: str | None) -> Response:
+        route, model = _route_label(request), request.state.model
+        response.headers["X-Request-Id"] = request.state.request_id
+        metrics.requests.labels(route, model, str(response.status_code)).inc()
+        metrics.latency.labels(route, model).observe(time.monotonic() - started)
+        if response.status_code >= 400:
+            metrics.errors.labels(route, error_code or str(response.status_code)).inc()
+        extra = f" prompt={getattr(request.state, 'prompt', '')!r}" if settings.log_prompts else ""
+        log.info("%s %s %s %s model=%s %.3fs%s", request.state.request_id, request.method, route,
+                 response.status_code, request.state.requested or "-", time.monotonic() - started, extra)
+        return response
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, err: OpenAIError):
+        request.state.error_code = err.code
+        return err.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        first = err.errors()[0]
+        where = [str(part) for part in first["loc"] if part != "body"]
+        param = ".".join(where) or "body"
+        request.state.error_code = "invalid_value"
+        return OpenAIError(400, f"{param}: {first['msg']}", param=param, code="invalid_value").response()
+
+    @app.get("/health")
+    async def health():
+        ready = await backend.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def resolve(request: Request, name: str, kind: str):
+        request.state.requested = name  # logged; the metrics label only names served models
+        model = await catalog.find(name, kind)
+        if model is None:
+            raise unknown_model(name, kind)
+        request.state.model = model.name
+        return model
+
+    async def generate(request: Request, body, kind: str, id_prefix: str, make_generation):
+        body.check_stream_options()
+        model = await resolve(request, body.model, CHAT)
+        generation = make_generation(model)
+        request.state.prompt = generation.text_input
+        turns = generation.messages or [{"role": "user", "content": generation.text_input}]
+        job = Job(kind, f"{id_prefix}-{request.state.request_id}", model, generation, counter.prompt_tokens(turns),
+                  body.include_usage())
+        return await generator.respond(job, body.stream)
+
+    @app.get("/v1/models")
+    async def list_models():
+        models = await catalog.models()
+        return {"object": "list", "data": [_model_entry(m) for m in sorted(models.values(), key=lambda m: m.name)]}
+
+    @app.get("/v1/models/{name}")
+    async def one_model(name: str):
+        model = (await catalog.models()).get(name)
+        if model is None:
+            raise unknown_model(name, "served")
+        return _model_entry(model)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        return await generate(request, body, "chat", "chatcmpl",
+                              lambda model: generation_for_chat(body, model, settings.default_max_tokens))
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        return await generate(request, body, "completion", "cmpl", lambda _model: generation_for_completion(body))
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest, request: Request):
+        model = await resolve(request, body.model, EMBEDDING)
+        texts = body.texts()
+        vectors = await backend.embed(model, texts)
+        # Usage: whitespace-separated words (the embedding models' tokenizers live in the server).
+        words = sum(len(text.split()) for text in texts)
+        metrics.tokens.labels(model.name, "embedding_input").inc(words)
+        data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
+                for i, vector in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": model.name,
+                "usage": {"prompt_tokens": words, "total_tokens": words}}
+
+    return app
+
+
+def _route_label(request: Request) -> str:
+    """The route's template (`/v1/models/{name}`), a known path refused before routing, or `other`:
+    a label set no client can grow."""
+    matched = request.scope.get("route")
+    if matched is not None:
+        return matched.path
+    known = {getattr(route, "path", None) for route in request.app.routes}
+    return request.url.path if request.url.path in known else "other"
+
+
+def _model_entry(model) -> dict:
+    return {"id": model.name, "object": "model", "created": model.created, "owned_by": "modelrepo", "kind": model.kind}
+
+
+def _encoded(vector, encoding_format: str):
+    if encoding_format == "base64":  # little-endian float32, as OpenAI's clients decode it
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _refusal(settings: GatewaySettings, limiter: RateLimiter, key: str) -> OpenAIError | None:
+    if settings.api_keys and key not in settings.api_keys:
+        return OpenAIError(401, "Invalid or missing API key (send 'Authorization: Bearer <key>')",
+                           code="invalid_api_key")
+    wait = limiter.acquire(key or "anonymous")
+    if wait > 0:
+        error = OpenAIError(429, f"Rate limit of {settings.requests_per_minute} requests per minute reached for this "
+                                 f"key; retry in {wait:.1f} s", code="rate_limit_exceeded")
+        error.retry_after = RateLimiter.retry_after(wait)
+        return error
+    return None
+
+
+def _limit_headers(error: OpenAIError) -> dict | None:
+    retry = getattr(error, "retry_after", None)
+    return {"Retry-After": retry} if retry else None
