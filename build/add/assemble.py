@@ -13,6 +13,7 @@ import numpy as np
 
 from modelrepo.build.add import layout
 from modelrepo.build.add.layout import TEXT, TensorSpec
+from modelrepo.build.add.monitoring import state_budget
 from modelrepo.build.add.precision import int8_graph
 from modelrepo.build.add.recipes import (
     MAX_PROBABILITY_DIFF,
@@ -305,6 +306,8 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
         if classifier or token_classifier:
             layout.write_labels(public_dir, export.labels)
         models.insert(0, request.name)
+    state_budget(public_dir, request.name, request.latency_budget_ms)
+    report["latency_budget_ms"] = request.latency_budget_ms
     layout.write_json(public_dir / SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample or served.sample))
     write_report(public_dir, f"{request.name}: modelrepo add", report, REPORT_NOTES)
     return Plan(models, manifest_of(request, export, models), report)

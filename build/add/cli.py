@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from modelrepo.build.add.recipes import TASKS
+from modelrepo.build.add.recipes import DEFAULT_LATENCY_BUDGET_MS, TASKS
 from modelrepo.build.targets import PRECISIONS
 
 ADD_DESCRIPTION = """Add a model of your own to the repository, recognised by what SOURCE is: an ONNX file;
@@ -40,6 +40,9 @@ def add_parsers(commands, default_repository: Path) -> None:
     add.add_argument("--accuracy-budget",
                      help="--precision int8: against FP32 on the sample, min mean cosine and max share of changed top "
                           "classes (default cosine=0.99,accuracy_drop=0.01)")
+    add.add_argument("--latency-budget-ms", type=float, default=DEFAULT_LATENCY_BUDGET_MS,
+                     help=f"served p99 budget (default {DEFAULT_LATENCY_BUDGET_MS:g}): the config's latency_budget_ms "
+                          f"(rollout gates) and NAME/prometheus-rule.yaml (the latency alerts)")
     add.add_argument("--model-repository", default=str(default_repository))
     add.add_argument("--force", action="store_true", help="replace a model that `modelrepo add` wrote under NAME")
     add.set_defaults(func=add_command)
@@ -63,7 +66,7 @@ def add_command(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn|skl2onnx|onnxmltools)(\.|$)")
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
     request = AddRequest(args.name, args.source, args.task, args.sample, labels, args.max_batch_size, args.instances,
-                         args.precision, args.force, args.calibration_data, args.accuracy_budget)
+                         args.precision, args.force, args.calibration_data, args.accuracy_budget, args.latency_budget_ms)
     try:
         report = add_model(request, Path(args.model_repository))
     except AddError as err:

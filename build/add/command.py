@@ -61,6 +61,8 @@ def add_model(request: AddRequest, repository: Path, log=print) -> dict:
         raise AddError("--calibration-data and --accuracy-budget go with --precision int8")
     if request.max_batch_size < 1 or request.instances < 1:
         raise AddError("--max-batch-size and --instances must be at least 1")
+    if not request.latency_budget_ms > 0:
+        raise AddError(f"--latency-budget-ms must be a positive number of milliseconds, got {request.latency_budget_ms}")
     models_to_replace(request, repository, [request.name])  # before minutes of exporting
     recipe = recipe_for(Path(request.source))
     log(f"{request.name}: {request.source} is {recipe.describe}")

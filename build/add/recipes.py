@@ -20,6 +20,7 @@ TASKS = ("classification", TOKEN_CLASSIFICATION, "regression", "embedding", "gra
 MAX_PROBABILITY_DIFF = 1e-4
 MIN_EMBEDDING_COSINE = 0.9999
 MAX_RELATIVE_DIFF = 1e-4  # regression and raw graph outputs: |ours - theirs| <= 1e-4 * max(1, |theirs|max)
+DEFAULT_LATENCY_BUDGET_MS = 100.0  # p99 served, like the credit pipelines' (k8s/monitoring/prometheus-rules.yaml)
 
 
 class AddError(Exception):
@@ -39,6 +40,7 @@ class AddRequest:
     force: bool = False
     calibration_data: Path | None = None  # --precision int8
     accuracy_budget: str | None = None
+    latency_budget_ms: float = DEFAULT_LATENCY_BUDGET_MS
 
 
 @dataclass

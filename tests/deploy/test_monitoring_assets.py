@@ -336,3 +336,18 @@ def test_yaml_sources_and_rendering_pass_yamllint(tmp_path):
     config = REPO_ROOT / "k8s" / ".yamllint"
     result = run_tool([venv_tool("deploy", "yamllint"), "-c", str(config), "--strict", str(MONITORING), str(rendered)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_an_added_models_budget_rule_is_what_the_latency_alerts_read(tmp_path):
+    from modelrepo.build.add.monitoring import BUDGET_SERIES, budget_rule
+
+    document = budget_rule("my_model", 40)
+    assert (document["apiVersion"], document["kind"]) == (yaml.safe_load(RULES.read_text())["apiVersion"], "PrometheusRule")
+    (rule,) = document["spec"]["groups"][0]["rules"]
+    assert rule == {"record": BUDGET_SERIES, "expr": "vector(0.04)", "labels": {"model": "my_model"}}
+    budget_alerts = [r for r in all_rules() if r.get("alert", "").startswith("ModelLatencyP99")]
+    assert budget_alerts and all(BUDGET_SERIES in r["expr"] for r in budget_alerts)
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(document["spec"], sort_keys=False))
+    result = run_tool([system_tool("promtool"), "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -338,3 +338,19 @@ def test_a_token_classifier_answers_a_label_per_text_token(repository, tmp_path)
     assert check_repository(repository) == []
     assert main(["remove", "entities", "--model-repository", str(repository)]) == 0
     assert not any(repository.iterdir())
+
+
+def test_the_latency_budget_is_stated_on_the_model_and_in_its_alert_rule(made, repository, capsys):
+    import yaml
+
+    from modelrepo.build.add.monitoring import BUDGET_SERIES, RULE_FILENAME
+
+    argv = ["add", "iris", str(made["iris"].source), "--sample", str(made["iris"].sample), "--latency-budget-ms", "40",
+            "--model-repository", str(repository)]
+    assert main(argv) == 0
+    assert read_config(repository / "iris").parameters["latency_budget_ms"].string_value == "40"
+    rule = yaml.safe_load((repository / "iris" / RULE_FILENAME).read_text())
+    assert rule["spec"]["groups"][0]["rules"] == [{"record": BUDGET_SERIES, "expr": "vector(0.04)", "labels": {"model": "iris"}}]
+    assert check_repository(repository) == []
+    assert "--latency-budget-ms must be a positive number" in refusal(capsys, repository, "iris2", made["iris"].source,
+                                                                       "--latency-budget-ms", "0")
