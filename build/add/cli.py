@@ -39,6 +39,9 @@ def add_parsers(commands, default_repository: Path) -> None:
     add.add_argument("--accuracy-budget",
                      help="--precision int8: against FP32 on the sample, min mean cosine and max share of changed top "
                           "classes (default cosine=0.99,accuracy_drop=0.01)")
+    add.add_argument("--version", type=int, metavar="N",
+                     help="write SOURCE as version N (2, 3, ...) of the model NAME that `add` wrote before, beside the "
+                          "serving version and not served yet (`modelrepo rollout start NAME --version N` serves it)")
     add.add_argument("--model-repository", default=str(default_repository))
     add.add_argument("--force", action="store_true", help="replace a model that `modelrepo add` wrote under NAME")
     add.set_defaults(func=add_command)
@@ -62,7 +65,7 @@ def add_command(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn|skl2onnx|onnxmltools)(\.|$)")
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
     request = AddRequest(args.name, args.source, args.task, args.sample, labels, args.max_batch_size, args.instances,
-                         args.precision, args.force, args.calibration_data, args.accuracy_budget)
+                         args.precision, args.force, args.calibration_data, args.accuracy_budget, args.version)
     try:
         report = add_model(request, Path(args.model_repository))
     except AddError as err:

@@ -38,6 +38,7 @@ class AddRequest:
     force: bool = False
     calibration_data: Path | None = None  # --precision int8
     accuracy_budget: str | None = None
+    version: int | None = None  # --version N: a new version folder of an existing model, not served yet
 
 
 @dataclass
