@@ -38,6 +38,7 @@ from modelrepo.rollout.store import RolloutStore
 
 MODEL = "score"
 USERS = 40
+SHARE_WINDOW_S = 5
 VERSIONS = (1, 2, 3, 4)
 # Latency is not what the session is about: a budget no healthy call on a loaded 2-core machine reaches.
 LOOSE = dict(p99_budget_ms=30_000, max_error_ratio=0.0, min_calls=5)
@@ -151,12 +152,17 @@ def plot(figures: dict, path: Path) -> None:
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     rows = figures["timeline"]
     times = sorted({row["t_s"] for row in rows})
-    totals = {t: sum(r["calls"] for r in rows if r["t_s"] == t) for t in times}
+    calls = {v: np.array([next(r["calls"] for r in rows if r["t_s"] == t and r["version"] == v) for t in times])
+             for v in VERSIONS}
+    # shares over a moving SHARE_WINDOW_S: at 10 requests/s one second holds a handful of (sticky) users
+    kernel = np.ones(SHARE_WINDOW_S)
+    totals = np.convolve(sum(calls.values()), kernel, "same")
     for version in VERSIONS:
-        mine = {r["t_s"]: r for r in rows if r["version"] == version}
-        if not any(r["calls"] for r in mine.values()):
+        if not calls[version].any():
             continue
-        axes[0].plot(times, [100 * mine[t]["calls"] / totals[t] if totals[t] else 0 for t in times], label=f"version {version}")
+        share = 100 * np.convolve(calls[version], kernel, "same") / np.maximum(totals, 1)
+        axes[0].plot(times, share, label=f"version {version}")
+        mine = {r["t_s"]: r for r in rows if r["version"] == version}
         axes[1].plot(times, [mine[t]["p99_ms"] if mine[t]["p99_ms"] is not None else np.nan for t in times], ".-", label=f"version {version}")
         axes[2].plot(times, [mine[t]["errors"] for t in times], label=f"version {version}")
     failed = [r.scheduled - figures["origin"] for r in figures["results"] if r.error]
@@ -166,8 +172,9 @@ def plot(figures: dict, path: Path) -> None:
             at = entry["unix_time"] - figures["unix_origin"]
             for axis in axes:
                 axis.axvline(at, color="grey", lw=0.6, ls="--")
-            axes[0].text(at, 102, f"{entry['event']} v{entry['candidate']}", fontsize=7, rotation=30)
-    axes[0].set_ylabel("share of version calls (%)")
+            if entry["event"] != "start":  # a start follows the previous decision at once: one label each
+                axes[0].text(at, 103, f"{entry['event']} v{entry['candidate']}", fontsize=7, rotation=20)
+    axes[0].set_ylabel(f"share of version calls (%, {SHARE_WINDOW_S} s)")
     axes[1].set_ylabel("p99 per 1 s (ms)")
     axes[2].set_ylabel("version call errors / s")
     axes[2].set_xlabel("seconds")
@@ -194,7 +201,8 @@ def main() -> None:
     plot({**figures, "results": results}, PERF_RESULTS / "rollout.png")
     outcome = {name: {k: figures[name].get(k) for k in ("phase", "serving", "candidate", "reason")}
                for name in ("promote", "rollback", "broken")}
-    data = {"requests": len(results), "failed": len(failed), "unsent": figures["unsent"], "outcomes": outcome,
+    errors = [{"t_s": round(r.scheduled - figures["origin"], 2), "error": r.error} for r in failed]
+    data = {"requests": len(results), "failed": len(failed), "errors": errors, "unsent": figures["unsent"], "outcomes": outcome,
             "timeline": figures["timeline"], "history": figures["history"], "states_after": figures["states"]}
     command = f".venv/bin/python -m modelrepo.perf.rollout_record --rate {args.rate:g} --bake {args.bake:g}"
     body = [f"Open-loop load: {args.rate:g} requests/s through `score_rollout`, {USERS} sticky users; bake {args.bake:g} s "

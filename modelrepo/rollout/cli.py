@@ -91,10 +91,12 @@ def default_comparison(repository: Path, model: str) -> str:
 
 
 def spec_of(args):
-    from modelrepo.rollout.controller import RolloutSpec
+    from modelrepo.rollout.controller import RolloutError, RolloutSpec
     from modelrepo.triton.model_config import parameter, read_config
 
     repository = Path(args.model_repository)
+    if not (repository / args.model / "config.pbtxt").exists():
+        raise RolloutError(f"there is no model {args.model!r} in {repository}")
     budget = args.p99_budget_ms or float(parameter(read_config(repository / args.model), "latency_budget_ms",
                                                     str(GateLimits().p99_budget_ms)))
     limits = GateLimits(budget, args.max_error_ratio, args.max_disagreement, args.max_psi, args.min_calls)
