@@ -6,7 +6,8 @@ One small server on a temporary repository: `modelrepo add` writes a scikit-lear
 (version 1), a close retrain (2) and a disagreeing one (3) with --version; version 4 is a corrupt copy.
 Requests go through score_rollout at a fixed rate (open loop, 40 sticky users). Then: a canary of
 version 2 (50 %, 100 %) promoted on its gates; a shadow of version 3 rolled back by its disagreement
-gate; version 4, which cannot load. A sampler scrapes the metrics every second: each version's share
+gate; version 4, which cannot load; a canary of version 1 against a p99 budget of 1 µs (no call is that
+fast, so the latency gate rolls it back whatever the machine's speed). A sampler scrapes the metrics every second: each version's share
 of calls, p99 and errors (from the router's per-version counters and histogram). The integration test
 (tests/integration/test_rollout.py) runs the same session without the sampler and asserts on it.
 Writes perf/results/rollout.{json,md,csv,png}.
@@ -30,8 +31,8 @@ from modelrepo.build.add.recipes import AddRequest
 from modelrepo.paths import PERF_RESULTS
 from modelrepo.perf.chaos import small_server
 from modelrepo.perf.fixed_rate import FixedRateLoad
-from modelrepo.perf.results import record
-from modelrepo.rollout.controller import Rollouts, RolloutSpec
+from modelrepo.perf.results import Spread, record, repeat
+from modelrepo.rollout.controller import RolloutError, Rollouts, RolloutSpec
 from modelrepo.rollout.gates import GateLimits, version_figures
 from modelrepo.rollout.router_model import router_name
 from modelrepo.rollout.store import RolloutStore
@@ -40,8 +41,10 @@ MODEL = "score"
 USERS = 40
 SHARE_WINDOW_S = 5
 VERSIONS = (1, 2, 3, 4)
-# Latency is not what the session is about: a budget no healthy call on a loaded 2-core machine reaches.
-LOOSE = dict(p99_budget_ms=30_000, max_error_ratio=0.0, min_calls=5)
+# Neither latency nor capacity is what the session is about: a budget no healthy call on a loaded 2-core
+# machine reaches, and an error ratio that tolerates a version call timing out in its queue (1 s) while
+# the machine is starved (the client is still answered, by the serving version).
+LOOSE = dict(p99_budget_ms=30_000, max_error_ratio=0.5, min_calls=5)
 
 
 def versioned_repository(folder: Path) -> tuple[Path, np.ndarray]:
@@ -86,6 +89,9 @@ def specs(bake_s: float) -> dict[str, RolloutSpec]:
         "rollback": RolloutSpec(MODEL, 3, "shadow", (100.0,), bake_s=bake_s, tolerance=1.0,
                                 limits=GateLimits(max_disagreement=0.05, max_psi=100.0, **LOOSE)),
         "broken": RolloutSpec(MODEL, 4, "canary", (50.0,), bake_s=bake_s, limits=GateLimits(**LOOSE)),
+        # version 1 again (version 2 serves by now) against a budget no call meets: the latency gate's rollback
+        "over_budget": RolloutSpec(MODEL, 1, "canary", (50.0,), bake_s=bake_s,
+                                   limits=GateLimits(max_psi=100.0, **{**LOOSE, "p99_budget_ms": 0.001})),
     }
 
 
@@ -131,7 +137,10 @@ def session(folder: Path, rate: float, bake_s: float, sample_every: float | None
                 time.sleep(1)
                 for name, spec in specs(bake_s).items():
                     started = time.monotonic()
-                    figures[name] = rollouts.start(spec)
+                    try:
+                        figures[name] = rollouts.start(spec)
+                    except RolloutError as err:  # an earlier phase ended otherwise: say so, go on
+                        figures[name] = {"phase": "refused", "candidate": spec.version, "serving": None, "reason": str(err)}
                     figures["phases"][name] = (started, time.monotonic())
                     figures["states"][name] = {e["version"]: e.get("state", "") for e in server.model_index()
                                                if e["name"] == MODEL and "version" in e}
@@ -185,34 +194,60 @@ def plot(figures: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def summary(figures: dict) -> dict:
+    """One session's figures for the record: every request counted, each rollout's outcome."""
+    results = figures["results"]
+    failed = [r for r in results if r.error]
+    return {
+        "requests": len(results), "failed": len(failed), "unsent": figures["unsent"],
+        "errors": [{"t_s": round(r.scheduled - figures["origin"], 2), "error": r.error} for r in failed],
+        # the decisions on the same clock as the errors (seconds since the load started)
+        "events": [{"t_s": round(e["unix_time"] - figures["unix_origin"], 2), "event": e["event"],
+                    "candidate": e["candidate"], "percent": e.get("percent")} for e in figures["history"]],
+        "outcomes": {name: {k: figures[name].get(k) for k in ("phase", "serving", "candidate", "reason")}
+                     for name in specs(0)},
+    }
+
+
+def one_run(rate: float, bake_s: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        return session(Path(tmp), rate, bake_s, sample_every=1.0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--bake", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3, help="sessions, one after the other (the plot shows the last)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = session(Path(tmp), args.rate, args.bake, sample_every=1.0)
-    results = figures.pop("results")
-    failed = [r for r in results if r.error]
+    sessions = repeat(args.runs, lambda _: one_run(args.rate, args.bake))
+    runs = [summary(figures) for figures in sessions]
+    last = sessions[-1]
     with open(PERF_RESULTS / "rollout.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["t_s", "version", "calls", "errors", "p99_ms"])
         writer.writeheader()
-        writer.writerows(figures["timeline"])
-    plot({**figures, "results": results}, PERF_RESULTS / "rollout.png")
-    outcome = {name: {k: figures[name].get(k) for k in ("phase", "serving", "candidate", "reason")}
-               for name in ("promote", "rollback", "broken")}
-    errors = [{"t_s": round(r.scheduled - figures["origin"], 2), "error": r.error} for r in failed]
-    data = {"requests": len(results), "failed": len(failed), "errors": errors, "unsent": figures["unsent"], "outcomes": outcome,
-            "timeline": figures["timeline"], "history": figures["history"], "states_after": figures["states"]}
-    command = f".venv/bin/python -m modelrepo.perf.rollout_record --rate {args.rate:g} --bake {args.bake:g}"
+        writer.writerows(last["timeline"])
+    plot(last, PERF_RESULTS / "rollout.png")
+    data = {"runs": runs, "last_run": {"timeline": last["timeline"], "history": last["history"],
+                                       "states_after": last["states"]}}
+    command = (f".venv/bin/python -m modelrepo.perf.rollout_record --rate {args.rate:g} --bake {args.bake:g} "
+               f"--runs {args.runs}")
+    outcomes = runs[-1]["outcomes"]
     body = [f"Open-loop load: {args.rate:g} requests/s through `score_rollout`, {USERS} sticky users; bake {args.bake:g} s "
-            "per step. One run (a record of one session, not a benchmark).", "",
-            f"- requests sent: {len(results)}, **failed: {len(failed)}**, due but unsent at the end: {figures['unsent']}",
-            *(f"- {name}: version {o['candidate']} -> {o['phase']} (serving {o['serving']}){': ' + o['reason'] if o.get('reason') else ''}"
-              for name, o in outcome.items()),
-            "", "Timeline (per 1 s: each version's calls, errors, p99): `rollout.csv`; plot: `rollout.png`;",
-            "history (every decision with its gate values): `rollout.json` (`history`).", "", "![timeline](rollout.png)"]
-    print(record("rollout", "Rollout session under load: canary promoted, shadow rolled back, broken candidate",
+            f"per step; {args.runs} sessions one after the other, each on a fresh server.", "",
+            "| run | requests | failed | due but unsent at the end | " + " | ".join(outcomes) + " |",
+            "| --- | --- | --- | --- | " + " | ".join("---" for _ in outcomes) + " |",
+            *(f"| {i + 1} | {run['requests']} | **{run['failed']}** | {run['unsent']} | "
+              + " | ".join(f"v{o['candidate']} {o['phase']}" for o in run["outcomes"].values()) + " |"
+              for i, run in enumerate(runs)), "",
+            f"Failed requests per run: median {Spread.of(run['failed'] for run in runs).text(0)}; every error, with its "
+            "time, is in `rollout.json` (`runs[].errors`).", "",
+            "Why each rollout ended (last run):",
+            *(f"- {name}: {o['reason']}" for name, o in outcomes.items()), "",
+            "Timeline of the last run (per 1 s: each version's calls, errors, p99 from the router's histogram): "
+            "`rollout.csv`, plotted below; its history (every decision with its gate values): `rollout.json` "
+            "(`last_run.history`).", "", "![timeline](rollout.png)"]
+    print(record("rollout", "Rollout sessions under load: canary promoted, shadow rolled back, broken candidate",
                  command, data, body))
 
 

@@ -1,6 +1,7 @@
 """`modelrepo rollout` on the real Triton 2.51 under a fixed-rate load through the router (10 requests/s,
 40 sticky users), on one small server of its own (the session of perf/rollout_record.py): a canary
-promoted, a shadowed candidate that disagrees rolled back by its gate, a candidate that cannot load.
+promoted, a shadowed candidate that disagrees rolled back by its gate, a candidate that cannot load, a
+candidate over its latency budget rolled back by the p99 gate.
 Every request must be answered. The models are made here (`modelrepo add` of small scikit-learn
 regressors as versions 1-3; version 4 a corrupt copy)."""
 
@@ -50,7 +51,7 @@ def test_users_stay_on_their_side_within_a_canary_step(rollout):
 
 
 def test_a_canary_steps_through_its_gates_and_is_promoted(rollout):
-    assert rollout["promote"]["phase"] == "promoted" and rollout["promote"]["serving"] == 2
+    assert rollout["promote"]["phase"] == "promoted" and rollout["promote"]["serving"] == 2, rollout["promote"]
     assert rollout["states"]["promote"].get("2") == "READY" and rollout["states"]["promote"].get("1") != "READY"
     events = [(e["event"], e.get("percent"), e.get("decision")) for e in rollout["history"] if e["candidate"] == 2]
     assert events == [("start", None, None), ("step", 50.0, None), ("gates", 50.0, "next_step"),
@@ -63,7 +64,7 @@ def test_a_canary_steps_through_its_gates_and_is_promoted(rollout):
 
 def test_a_disagreeing_shadow_candidate_is_rolled_back_by_its_gate(rollout):
     result = rollout["rollback"]
-    assert result["phase"] == "rolled_back" and result["serving"] == 2 and result["automatic"] is True
+    assert result["phase"] == "rolled_back" and result["serving"] == 2 and result["automatic"] is True, result
     assert "shadow_disagreement" in result["reason"] and "FAILED by" in result["reason"]
     assert rollout["states"]["rollback"].get("2") == "READY" and rollout["states"]["rollback"].get("3") != "READY"
     assert set(routes_during(rollout, "rollback")) == {"primary"}  # shadowed: the serving version answered all
@@ -74,8 +75,17 @@ def test_a_disagreeing_shadow_candidate_is_rolled_back_by_its_gate(rollout):
 
 def test_a_candidate_that_cannot_load_leaves_the_serving_version_alone(rollout):
     result = rollout["broken"]
-    assert result["phase"] == "rolled_back" and result["serving"] == 2
+    assert result["phase"] == "rolled_back" and result["serving"] == 2, result
     assert "version 4 failed to load" in result["reason"]
     assert rollout["states"]["broken"].get("2") == "READY" and rollout["states"]["broken"].get("4") != "READY"
     assert set(routes_during(rollout, "broken")) == {"primary"}
     assert [e["event"] for e in rollout["history"] if e["candidate"] == 4] == ["start", "load_failed"]
+
+
+def test_a_candidate_over_its_latency_budget_is_rolled_back_by_the_p99_gate(rollout):
+    result = rollout["over_budget"]  # the budget is 1 µs: no call meets it, on any machine
+    assert result["phase"] == "rolled_back" and result["serving"] == 2 and result["automatic"] is True, result
+    assert "p99_latency" in result["reason"] and "FAILED by" in result["reason"]
+    assert rollout["states"]["over_budget"].get("2") == "READY" and rollout["states"]["over_budget"].get("1") != "READY"
+    routes = routes_during(rollout, "over_budget")
+    assert routes["candidate"] > 0 and set(routes) <= {"primary", "candidate"}

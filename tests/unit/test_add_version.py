@@ -12,6 +12,7 @@ from modelrepo.build.add.command import add_model
 from modelrepo.build.add.recipes import AddError, AddRequest
 from modelrepo.check import check_repository
 from modelrepo.cli import main
+from modelrepo.rollout.router_model import write_router
 from modelrepo.triton.model_config import read_config, served_versions
 from tests import added_models
 
@@ -51,6 +52,10 @@ def test_a_new_version_is_written_beside_the_serving_one_and_not_served(sources,
     # a third version keeps the pin on what serves (version 1), whatever was added since
     add_model(AddRequest("score", sources["disagreeing"], sample=v1.sample, version=3), repository, log=lambda *_: None)
     assert served_versions(model, read_config(model)) == [1]
+    # the rollout router written in front of it passes `modelrepo check` too
+    router = read_config(write_router(repository, "score", [1]))
+    assert [t.name for t in router.output] == ["PREDICTION", "ROUTE"] and router.parameters["target"].string_value == "score"
+    assert check_repository(repository) == []
 
 
 def test_version_refusals_name_the_rule_and_write_nothing(sources, tmp_path):
