@@ -247,7 +247,7 @@ def main() -> None:
             "Timeline of the last run (per 1 s: each version's calls, errors, p99 from the router's histogram): "
             "`rollout.csv`, plotted below; its history (every decision with its gate values): `rollout.json` "
             "(`last_run.history`).", "", "![timeline](rollout.png)"]
-    print(record("rollout", "Rollout sessions under load: canary promoted, shadow rolled back, broken candidate",
+    print(record("rollout", "Rollout sessions under load: canary promoted, shadow rolled back, broken candidate, candidate over budget",
                  command, data, body))
 
 
