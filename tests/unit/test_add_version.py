@@ -6,7 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 
+import joblib
 import pytest
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from modelrepo.build.add.command import add_model
 from modelrepo.build.add.recipes import AddError, AddRequest
@@ -80,3 +85,21 @@ def test_version_refusals_name_the_rule_and_write_nothing(sources, tmp_path):
     with pytest.raises(AddError, match="SOURCE becomes model 'score_model'|labels"):
         add("score", iris.source, 3, sample=iris.sample)
     assert tree_digest(repository) == written
+
+
+def test_a_classifier_gets_its_new_version_in_its_graph_model(sources, tmp_path):
+    """Behind the ensemble NAME, the graph model NAME_model holds the versions; the labels step is shared."""
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    iris = sources["iris"]
+    add_model(AddRequest("flower", iris.source, sample=iris.sample), repository, log=lambda *_: None)
+    data = load_iris()
+    retrained = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=500))
+    retrained.fit(data.data, data.target_names[data.target])
+    joblib.dump(retrained, tmp_path / "iris_v2.joblib")
+    add_model(AddRequest("flower", tmp_path / "iris_v2.joblib", sample=iris.sample, version=2), repository,
+              log=lambda *_: None)
+    graph = repository / "flower_model"
+    assert (graph / "2" / "model.onnx").is_file() and served_versions(graph, read_config(graph)) == [1]
+    assert not (repository / "flower" / "2").exists() and not (repository / "flower_labels" / "2").exists()
+    assert check_repository(repository) == []
