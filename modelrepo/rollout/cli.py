@@ -52,6 +52,8 @@ def add_parsers(commands, default_repository: Path) -> None:
                        help="share of shadowed rows whose answers may differ")
     start.add_argument("--max-psi", type=float, default=defaults.max_psi, help="PSI of the candidate's predictions vs the serving version's")
     start.add_argument("--min-calls", type=int, default=defaults.min_calls, help="candidate calls a step needs")
+    start.add_argument("--max-wait", type=float, default=60.0, metavar="S",
+                       help="how long a step may bake beyond --bake until it has --min-calls (default 60)")
     start.add_argument("--comparison", choices=("label", "distance"),
                        help="label (classification) or distance (regression / embedding); default from `add`'s task")
     start.add_argument("--tolerance", type=float, default=1e-3, help="--comparison distance: the L2 distance that disagrees")
@@ -105,7 +107,8 @@ def spec_of(args):
         steps = (args.canary, *(s for s in steps if s > args.canary))
     mode = "shadow" if args.shadow else "swap" if args.swap else "canary"
     return RolloutSpec(args.model, args.version, mode, steps, args.bake, limits,
-                       args.comparison or default_comparison(repository, args.model), args.tolerance, not args.no_promote)
+                       args.comparison or default_comparison(repository, args.model), args.tolerance, not args.no_promote,
+                       args.max_wait)
 
 
 def run(action) -> int:

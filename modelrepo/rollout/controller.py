@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.python_backends.rollout_router import RolloutPolicy
-from modelrepo.rollout.gates import GateLimits, Snapshot, step_gates, version_figures
+from modelrepo.rollout.gates import GateLimits, Snapshot, delta, step_gates, version_figures
 from modelrepo.rollout.router_model import router_name, set_policy, write_router
 from modelrepo.rollout.store import ACTIVE_PHASES, RolloutStore
 from modelrepo.triton.control import ControlError, ServerControl
@@ -40,14 +40,19 @@ class RolloutSpec:
     comparison: str = "distance"
     tolerance: float = 1e-3
     promote: bool = True  # after the last step passes; else it waits for `modelrepo rollout promote`
+    max_wait_s: float = 60.0  # how long a step may bake beyond bake_s for limits.min_calls candidate calls
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise RolloutError(f"rollout mode must be one of {MODES}, got {self.mode!r}")
         if not self.steps or any(not 0 < s <= 100 for s in self.steps) or list(self.steps) != sorted(self.steps):
             raise RolloutError(f"--steps must be increasing percentages within (0, 100], got {list(self.steps)}")
-        if self.bake_s < 0:
-            raise RolloutError(f"--bake must be >= 0 seconds, got {self.bake_s}")
+        if self.bake_s < 0 or self.max_wait_s < 0:
+            raise RolloutError(f"--bake and --max-wait must be >= 0 seconds, got {self.bake_s} and {self.max_wait_s}")
+
+
+def candidate_calls(before: Snapshot, after: Snapshot, spec: RolloutSpec) -> float:
+    return delta(before, after, "rollout_calls_total", model=spec.model, version=str(spec.version))
 
 
 class Rollouts:
@@ -133,9 +138,14 @@ class Rollouts:
                      f"{spec.version}, baking {spec.bake_s:g} s")
             before = self.metrics()
             interrupted = self.bake(spec.model, spec.bake_s)
+            after = self.metrics()
+            waited_until = time.monotonic() + spec.max_wait_s
+            while not interrupted and candidate_calls(before, after, spec) < spec.limits.min_calls \
+                    and time.monotonic() < waited_until:  # too few calls to judge yet (slow traffic)
+                interrupted = self.bake(spec.model, 1.0)
+                after = self.metrics()
             if interrupted:
                 return interrupted
-            after = self.metrics()
             gates = step_gates(before, after, spec.model, spec.version, spec.limits)
             failed = [gate for gate in gates if not gate.passed]
             figures = {str(v): version_figures(before, after, spec.model, v) for v in (primary, spec.version)}
