@@ -300,6 +300,9 @@ def parser() -> argparse.ArgumentParser:
     from modelrepo.build.add.cli import add_parsers  # add, remove
 
     add_parsers(commands, MODEL_REPOSITORY)
+    from modelrepo.rollout.cli import add_parsers as rollout_parsers
+
+    rollout_parsers(commands, MODEL_REPOSITORY)
 
     bench = commands.add_parser("bench", help="record text_embedding's serving ratios in perf/results/", add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="see `modelrepo bench --help`")

@@ -64,10 +64,16 @@ def assign(policy: RouterPolicy, user_id: str | None) -> str:
     return "primary"
 
 
+def in_share(percent: float, user_id: str | None, salt: str, draw: float) -> bool:
+    """Is this request in a `percent` share of traffic? Sticky by user id; `draw` in [0, 100) is used
+    when there is no user id (such requests are sampled at random)."""
+    position = draw if user_id is None else bucket(user_id, salt)
+    return position < percent
+
+
 def shadowed(policy: RouterPolicy, user_id: str | None, draw: float) -> bool:
-    """Does this request also go to the candidate? `draw` in [0, 100) is used when there is no user id."""
-    position = draw if user_id is None else bucket(user_id, policy.salt + ":shadow")
-    return position < policy.shadow_percent
+    """Does this request also go to the candidate?"""
+    return in_share(policy.shadow_percent, user_id, policy.salt + ":shadow", draw)
 
 
 def confident(policy: RouterPolicy, probability) -> bool:

@@ -46,6 +46,19 @@ def sklearn_regressor(folder: Path) -> Made:
     return Made(_save_joblib(folder / "diabetes.pkl", model), _save_csv(folder / "diabetes.csv", rows), model, rows)
 
 
+def sklearn_regressor_versions(folder: Path) -> dict[str, Path]:
+    """Later versions of `sklearn_regressor`'s model, on the same diabetes columns: "close" (more trees,
+    another seed: answers near version 1's) and "disagreeing" (a linear fit of the negated target)."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.linear_model import LinearRegression
+
+    x, y = load_diabetes(return_X_y=True)
+    close = GradientBoostingRegressor(n_estimators=25, max_depth=2, random_state=1).fit(x, y)
+    return {"close": _save_joblib(folder / "diabetes_close.pkl", close),
+            "disagreeing": _save_joblib(folder / "diabetes_negated.pkl", LinearRegression().fit(x, -y))}
+
+
 def xgboost_classifier(folder: Path) -> Made:
     """Binary XGBoost on breast cancer, saved as XGBoost's native JSON."""
     import xgboost

@@ -43,6 +43,9 @@ def add_parsers(commands, default_repository: Path) -> None:
     add.add_argument("--latency-budget-ms", type=float, default=DEFAULT_LATENCY_BUDGET_MS,
                      help=f"served p99 budget (default {DEFAULT_LATENCY_BUDGET_MS:g}): the config's latency_budget_ms "
                           f"(rollout gates) and NAME/prometheus-rule.yaml (the latency alerts)")
+    add.add_argument("--version", type=int, metavar="N",
+                     help="write SOURCE as version N (2, 3, ...) of the model NAME that `add` wrote before, beside the "
+                          "serving version and not served yet (`modelrepo rollout start NAME --version N` serves it)")
     add.add_argument("--model-repository", default=str(default_repository))
     add.add_argument("--force", action="store_true", help="replace a model that `modelrepo add` wrote under NAME")
     add.set_defaults(func=add_command)
@@ -66,7 +69,8 @@ def add_command(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn|skl2onnx|onnxmltools)(\.|$)")
     labels = tuple(label.strip() for label in args.labels.split(",")) if args.labels else None
     request = AddRequest(args.name, args.source, args.task, args.sample, labels, args.max_batch_size, args.instances,
-                         args.precision, args.force, args.calibration_data, args.accuracy_budget, args.latency_budget_ms)
+                         args.precision, args.force, args.calibration_data, args.accuracy_budget, args.latency_budget_ms,
+                         args.version)
     try:
         report = add_model(request, Path(args.model_repository))
     except AddError as err:

@@ -14,11 +14,12 @@ import tempfile
 from pathlib import Path
 
 from modelrepo.build.add.assemble import assemble
+from modelrepo.build.add.layout import MANIFEST
 from modelrepo.build.add.recipes import AddError, AddRequest, recipe_for
+from modelrepo.build.add.versions import check_new_version, install_version
 from modelrepo.check import check_model
 from modelrepo.triton.model_config import read_config, repository_models
 
-MANIFEST = "manifest.json"
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 
@@ -63,7 +64,10 @@ def add_model(request: AddRequest, repository: Path, log=print) -> dict:
         raise AddError("--max-batch-size and --instances must be at least 1")
     if not request.latency_budget_ms > 0:
         raise AddError(f"--latency-budget-ms must be a positive number of milliseconds, got {request.latency_budget_ms}")
-    models_to_replace(request, repository, [request.name])  # before minutes of exporting
+    if request.version is None:
+        models_to_replace(request, repository, [request.name])  # before minutes of exporting
+    else:
+        check_new_version(request.name, request.version, repository, read_manifest(repository, request.name))
     recipe = recipe_for(Path(request.source))
     log(f"{request.name}: {request.source} is {recipe.describe}")
     with tempfile.TemporaryDirectory(prefix=f".modelrepo-add-{request.name}-", dir=repository.resolve().parent) as tmp:
@@ -73,6 +77,13 @@ def add_model(request: AddRequest, repository: Path, log=print) -> dict:
         export = recipe.export(request, work)
         plan = assemble(request, export, staged)
         plan.manifest.update(recipe=recipe.kind, source=str(Path(request.source).resolve()))
+        if request.version is not None:
+            check_staged(staged, repository, plan.models, plan.models)
+            graph = install_version(request.name, request.version, repository, staged, plan.models,
+                                    plan.manifest["labels"], request.source)
+            log(f"{request.name}: wrote {graph}/{request.version} into {repository} (not served: `modelrepo rollout "
+                f"start {graph} --version {request.version}` serves it)")
+            return plan.report
         (staged / request.name / MANIFEST).write_text(json.dumps(plan.manifest, indent=2))
         replaced = models_to_replace(request, repository, plan.models)
         check_staged(staged, repository, plan.models, replaced)

@@ -21,6 +21,7 @@ from modelrepo.triton.model_config import ModelConfig, write_config
 
 TEXT = "TEXT"
 WARMUP_DIR = "warmup"
+MANIFEST = "manifest.json"  # what `add` wrote for NAME: its models, labels, source, versions
 QUEUE_TIMEOUT_US = 1_000_000
 MAX_QUEUE_DELAY_US = 500
 SHIM = '''"""Triton shim for {model} (written by `modelrepo add`); the logic is {module}.{handler}."""

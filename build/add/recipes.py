@@ -41,6 +41,7 @@ class AddRequest:
     calibration_data: Path | None = None  # --precision int8
     accuracy_budget: str | None = None
     latency_budget_ms: float = DEFAULT_LATENCY_BUDGET_MS
+    version: int | None = None  # --version N: a new version folder of an existing model, not served yet
 
 
 @dataclass

@@ -18,6 +18,19 @@ class ControlError(RuntimeError):
     """The server answered an admin call with an error; the message carries its answer."""
 
 
+def scrape_metrics(metrics_url: str) -> dict[str, dict[tuple, float]]:
+    """Every sample on a metrics endpoint: name -> {sorted label items: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return values
+
+
 class ServerControl:
     """Mixin: needs `http_url` ("host:port") and `admin_key` (None: restricted APIs are refused)."""
 
@@ -50,6 +63,12 @@ class ServerControl:
     def model_states(self) -> dict[str, str]:
         """name -> state from the repository index (a restricted API: needs the admin key)."""
         return {entry["name"]: entry.get("state", "") for entry in self.model_index()}
+
+    def load_model(self, name: str, timeout_s: float = 300.0) -> None:
+        """(Re)load `name` from the repository as it is on disk (its config.pbtxt and version folders)."""
+        status, body = self._http("POST", f"/v2/repository/models/{name}/load", b"{}", timeout=timeout_s)
+        if status != 200:
+            raise ControlError(f"loading '{name}' answered HTTP {status}: {body[:300].decode(errors='replace')}")
 
     def reload_model(self, name: str, timeout_s: float = 300.0) -> float:
         """Reload `name` with fresh instances (new stub processes); returns the seconds it took.

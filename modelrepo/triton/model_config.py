@@ -40,3 +40,42 @@ def repository_models(repository: Path) -> dict[str, ModelConfig]:
         path.parent.name: read_config(path.parent)
         for path in sorted(Path(repository).glob(f"*/{CONFIG_FILENAME}"))
     }
+
+
+def comment_header(model_dir: Path) -> str:
+    """The leading `#` lines of a config.pbtxt (protobuf's text format drops comments on a rewrite)."""
+    lines = (Path(model_dir) / CONFIG_FILENAME).read_text().splitlines(keepends=True)
+    header = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        header.append(line)
+    return "".join(header)
+
+
+def rewrite_config(model_dir: Path, config: ModelConfig) -> None:
+    """`write_config`, keeping the file's comment header."""
+    header = comment_header(model_dir)
+    (Path(model_dir) / CONFIG_FILENAME).write_text(header + format_config(config))
+
+
+def version_folders(model_dir: Path) -> list[int]:
+    return sorted(int(path.name) for path in Path(model_dir).iterdir() if path.is_dir() and path.name.isdigit())
+
+
+def served_versions(model_dir: Path, config: ModelConfig) -> list[int]:
+    """The versions Triton serves under `version_policy` (default: the latest one)."""
+    versions = version_folders(model_dir)
+    policy = config.version_policy.WhichOneof("policy_choice")
+    if policy == "specific":
+        return sorted(v for v in config.version_policy.specific.versions if v in versions)
+    if policy == "all":
+        return versions
+    count = config.version_policy.latest.num_versions if policy == "latest" else 1
+    return versions[-max(count, 1):]
+
+
+def serve_only(config: ModelConfig, versions: list[int]) -> None:
+    """version_policy: specific { versions: ... }."""
+    config.version_policy.specific.ClearField("versions")
+    config.version_policy.specific.versions.extend(sorted(set(versions)))

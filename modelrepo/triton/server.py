@@ -14,13 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
-from modelrepo.triton.control import ControlError, ServerControl
+from modelrepo.triton.control import ControlError, ServerControl, scrape_metrics
 from modelrepo.triton.recovery import kill_process_group
 from modelrepo.triton.flags import DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, LOOPBACK, client_host, tritonserver_args
 
@@ -211,15 +210,7 @@ class TritonServer(ServerControl):
 
     def metrics(self) -> dict[str, dict[tuple, float]]:
         """Every sample on the metrics port: name -> {sorted label items: value}."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
-            text = response.read().decode()
-        values: dict[str, dict[tuple, float]] = {}
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-        return values
+        return scrape_metrics(self.metrics_url)
 
     def wait_until_ready(self, timeout_s: float = 300.0, cancelled: Callable[[], bool] = lambda: False) -> float:
         """Block until every model is READY; returns the seconds it took. Fails fast on a dead server."""
