@@ -8,15 +8,15 @@ from pathlib import Path
 from tritonclient.grpc.model_config_pb2 import DataType
 
 from modelrepo.build.add.layout import TensorSpec, python_model_config, write_python_model
+from modelrepo.check import QUEUE_GUARDS
 from modelrepo.python_backends.rollout_router import ROUTE, RolloutPolicy, RolloutRouter
 from modelrepo.triton.model_config import read_config, rewrite_config
 
 ROUTER_SUFFIX = "_rollout"
-# The router computes nothing: its queue only waits for its own dispatch. The versions' queues (1 s)
-# bound the work; the router's is longer so that a short stall of its stub (2 cores starved while a
-# version's instances load: 4 requests timed out at 1 s in a recorded session) does not fail requests
-# the versions would answer.
-ROUTER_QUEUE_TIMEOUT_US = 5_000_000
+# The router computes nothing and keeps no queue of its own: a queue policy turns off Triton 2.51's
+# payload prefetching, and its requests then wait in 500 ms steps (README "Failure modes"; with a 1 s
+# timeout 4 requests of a recorded session were refused while a version loaded). MODEL's bounded queue
+# refuses overload (queue_guards, which `modelrepo check` verifies) and the router passes that on.
 HEADER = ("Rollout router in front of {model} (written by `modelrepo rollout`): send requests here during a rollout,\n"
           "# with a `user_id` request parameter for a sticky canary. The policy below changes by a config reload.\n"
           "# Logic: python_backends/rollout_router.py")
@@ -42,7 +42,8 @@ def write_router(repository: Path, model: str, served: list[int]) -> Path:
         tensor.ClearField("reshape")  # the router passes tensors on as the client sent them
     for tensor in config.output:
         tensor.ClearField("reshape")
-    config.dynamic_batching.default_queue_policy.default_timeout_microseconds = ROUTER_QUEUE_TIMEOUT_US
+    config.dynamic_batching.ClearField("default_queue_policy")
+    config.parameters[QUEUE_GUARDS].string_value = model
     put_policy(config, RolloutPolicy(target=model, primary_version=max(served)))
     folder = repository / name
     write_python_model(folder, config, RolloutRouter, HEADER.format(model=model))
