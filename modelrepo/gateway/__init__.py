@@ -4,5 +4,6 @@
 FastAPI; Triton is reached over gRPC (tritonclient's asyncio client, streams for generation).
 Modules: settings (keys, limits), errors (OpenAI error JSON), protocol (request schemas),
 catalog (which served models are chat / embedding models), backend (the Triton calls),
-generation (chat/completion responses and SSE), ratelimit, metrics, app (routes), cli.
+generation (chat/completion responses and SSE), usage (token counts), ratelimit, metrics,
+app (routes and middleware), process (the child process `modelrepo serve` starts), __main__ (CLI).
 """

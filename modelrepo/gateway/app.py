@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from modelrepo.gateway.usage import TokenCounter
 
 log = logging.getLogger("modelrepo.gateway.access")
 OPEN_PATHS = ("/health", "/metrics")  # probes and Prometheus need no API key
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # a caller's X-Request-Id is kept only when log-safe
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -46,7 +48,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
 
     @app.middleware("http")
     async def frame(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or f"req-{uuid.uuid4().hex}"
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else f"req-{uuid.uuid4().hex}"
         request.state.request_id = request_id
         request.state.model = request.state.requested = ""
         started = time.monotonic()

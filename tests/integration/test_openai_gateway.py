@@ -131,6 +131,9 @@ def test_a_conversation_is_templated_with_every_turn(client, server):
     expected = grpc_stream(server.grpc_url, "llm_bls", inputs)
     assert expected.error is None and answer == expected.text
     assert answer != direct(server, "How long is it?", 12, temperature=0.0)  # the earlier turns matter
+    inputs[p.MESSAGES] = np.array([[b'[{"role": "user"}]']], dtype=object)
+    refused = grpc_stream(server.grpc_url, "llm_bls", inputs)
+    assert "input 'messages'" in refused.error and "exactly the keys role and content" in refused.error
 
 
 def test_a_stop_sequence_ends_the_answer_before_it(client):

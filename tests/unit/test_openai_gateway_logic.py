@@ -135,7 +135,10 @@ def test_keys_and_the_limit_are_enforced_before_any_model_is_looked_up():
         body = {"model": "llm_bls", "messages": [{"role": "user", "content": "hi"}]}
         missing = client.post("/v1/chat/completions", json=body)
         assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
-        assert missing.headers["x-request-id"]
+        assert missing.headers["x-request-id"].startswith("req-")
+        kept = client.get("/v1/models", headers={"X-Request-Id": "trace-42"})
+        assert kept.headers["x-request-id"] == "trace-42" and kept.status_code == 401
+        assert client.get("/v1/models", headers={"X-Request-Id": "bad id\t" * 20}).headers["x-request-id"].startswith("req-")
         bad = client.post("/v1/chat/completions", json={**body, "n": 3}, headers={"Authorization": "Bearer k"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "n"
         limited = client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer k"})
