@@ -8,7 +8,11 @@ the model, the field and the rule:
 - ONNX models (Python runner or onnxruntime platform): config inputs/outputs match the graph's names,
   dtypes and ranks;
 - batching: batchable models have dynamic batching with a bounded queue (max_queue_size > 0 and a
-  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound); preferred sizes ≤ max_batch_size and, for
+  queue timeout: overload is refused with 503 / UNAVAILABLE, never queued without bound). One exception:
+  a cheap front step may go without a batcher (Triton 2.51's dynamic batcher holds bursts back in 500 ms
+  steps, perf/results/dynamic_batcher_stall.md) when its parameter `queue_bounded_by` names the model whose
+  bounded queue guards it: that model must batch with a bounded queue and follow it in every ensemble
+  that uses it, so an overload is refused there. Preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
 - engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
@@ -30,6 +34,7 @@ ENGINE_METADATA = "engine.json"
 RENDER_RECORD = "target.json"  # written by `modelrepo build MODEL --target ...` (build/model_build.py)
 TRTLLM_LIMITS = "engine_limits.json"  # written by the tensorrt-llm render (build/tensorrt_llm_engine.py)
 DataType = model_config_pb2.DataType
+QUEUE_BOUNDED_BY = "queue_bounded_by"  # parameter of an unbatched front step: the model whose queue guards it
 
 
 def _dtype_name(value: int) -> str:
@@ -54,6 +59,7 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
     if config.platform == "ensemble":
         return problems + check_ensemble(name, config, models)
     problems += check_batching(name, config, model_dir)
+    problems += check_queue_guard(name, config, models)
     problems += check_artifacts(name, config, model_dir)
     if config.backend == "python":
         for group in config.instance_group:
@@ -64,15 +70,17 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
 
 def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]:
     problems = []
-    if config.max_batch_size > 0 and not config.HasField("dynamic_batching"):
-        problems.append(f"{name}: batchable (max_batch_size {config.max_batch_size}) but no dynamic_batching")
-    if config.HasField("dynamic_batching"):
+    if config.max_batch_size > 0 and not config.HasField("dynamic_batching") and not parameter(config, QUEUE_BOUNDED_BY):
+        problems.append(
+            f"{name}: batchable (max_batch_size {config.max_batch_size}) but no dynamic_batching (and no parameter "
+            f"{QUEUE_BOUNDED_BY} naming the model whose bounded queue guards it)"
+        )
+    if config.HasField("dynamic_batching") and not _bounded_queue(config):
         policy = config.dynamic_batching.default_queue_policy
-        if policy.max_queue_size <= 0 or policy.default_timeout_microseconds <= 0:
-            problems.append(
-                f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
-                f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds})"
-            )
+        problems.append(
+            f"{name}: dynamic_batching.default_queue_policy must bound the queue (max_queue_size > 0 and "
+            f"default_timeout_microseconds > 0; got {policy.max_queue_size} and {policy.default_timeout_microseconds})"
+        )
     preferred = list(config.dynamic_batching.preferred_batch_size)
     for size in preferred:
         if size > config.max_batch_size:
@@ -93,6 +101,30 @@ def check_batching(name: str, config: ModelConfig, model_dir: Path) -> list[str]
                         f"{name}: {field} {size} is outside engine profile batch range {low}..{high} "
                         f"(version {version.name}; rebuild the plan)"
                     )
+    return problems
+
+
+def _bounded_queue(config: ModelConfig) -> bool:
+    policy = config.dynamic_batching.default_queue_policy
+    return config.HasField("dynamic_batching") and policy.max_queue_size > 0 and policy.default_timeout_microseconds > 0
+
+
+def check_queue_guard(name: str, config: ModelConfig, models: dict[str, ModelConfig]) -> list[str]:
+    """An unbatched step's `queue_bounded_by`: a batching model with a bounded queue after it in every
+    ensemble that uses it (a burst then waits in, and is refused by, that model's queue)."""
+    guard = parameter(config, QUEUE_BOUNDED_BY)
+    if not guard:
+        return []
+    where = f"{name}: parameter {QUEUE_BOUNDED_BY} {guard!r}"
+    if config.HasField("dynamic_batching"):
+        return [f"{where} is only for a model without dynamic_batching (its own queue policy bounds it)"]
+    if guard not in models or not _bounded_queue(models[guard]):
+        return [f"{where} must name a model with dynamic_batching and a bounded queue"]
+    problems = []
+    for ensemble_name, ensemble in models.items():
+        steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
+        if name in steps and guard not in steps[steps.index(name) + 1:]:
+            problems.append(f"{where}: ensemble {ensemble_name} uses {name} without {guard} after it")
     return problems
 
 

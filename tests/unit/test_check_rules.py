@@ -128,3 +128,27 @@ def test_python_models_must_run_on_cpu_instances(repo):
 def test_every_dynamically_batched_model_has_a_bounded_queue(repo):
     edit(repo, "minilm_encoder", lambda c: c.dynamic_batching.ClearField("default_queue_policy"))
     assert problems_with(repo, "minilm_encoder", "default_queue_policy must bound the queue", "got 0 and 0")
+
+
+def _unbatched_front(config, guard="minilm_encoder"):
+    config.ClearField("dynamic_batching")
+    config.parameters["queue_bounded_by"].string_value = guard
+
+
+def test_an_unbatched_front_step_needs_the_model_whose_queue_guards_it(repo):
+    edit(repo, "minilm_tokenizer", _unbatched_front)
+    assert check_repository(repo) == []
+    edit(repo, "minilm_tokenizer", lambda c: c.parameters.pop("queue_bounded_by"))
+    problems_with(repo, "minilm_tokenizer", "no dynamic_batching", "queue_bounded_by")
+
+
+def test_the_guard_must_batch_with_a_bounded_queue_and_follow_the_step_in_every_ensemble(repo):
+    edit(repo, "minilm_tokenizer", lambda c: _unbatched_front(c, guard="no_such_model"))
+    problems_with(repo, "minilm_tokenizer", "'no_such_model' must name a model with dynamic_batching and a bounded queue")
+    edit(repo, "minilm_tokenizer", lambda c: _unbatched_front(c, guard="sentiment_head"))
+    problems_with(repo, "minilm_tokenizer", "ensemble text_embedding uses minilm_tokenizer without sentiment_head after it")
+
+
+def test_a_batching_model_does_not_name_a_guard(repo):
+    edit(repo, "sentiment_head", lambda c: setattr(c.parameters["queue_bounded_by"], "string_value", "minilm_encoder"))
+    problems_with(repo, "sentiment_head", "only for a model without dynamic_batching")
