@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+from google.protobuf import text_format
 
 from tritonclient.utils import InferenceServerException
 
@@ -32,10 +33,12 @@ from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.workloads import short_texts
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+from modelrepo.check import QUEUE_BOUNDED_BY
 from modelrepo.triton.model_config import ModelConfig, model_config_pb2
 from modelrepo.triton.server import TritonServer, free_ports
 
 STALL_S = 0.3
+TOKENIZER, HEAD = "minilm_tokenizer", "sentiment_head"
 PIPELINES = {
     "text_embedding": ("minilm_tokenizer", "minilm_encoder"),
     "review_sentiment": ("minilm_tokenizer", "minilm_encoder", "sentiment_head"),
@@ -49,38 +52,48 @@ def _copy(config: ModelConfig) -> ModelConfig:
     return copy
 
 
-def _instances(model: str, count: int) -> Callable[[Configs], Configs]:
-    def change(configs: Configs) -> Configs:
-        config = _copy(configs[model])
-        del config.instance_group[:]
-        config.instance_group.add(count=count, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
-        return {model: config}
-    return change
+# The tokenizer's batcher as main shipped it before this study (the "batched" variants restore it).
+TOKENIZER_BATCHER = """
+preferred_batch_size: 1
+priority_levels: 2
+default_priority_level: 2
+default_queue_policy { default_timeout_microseconds: 2000000 allow_timeout_override: true max_queue_size: 64 }
+"""
 
 
-def _unbatched(*models: str) -> Callable[[Configs], Configs]:
+def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False) -> Callable[[Configs], Configs]:
+    """The repository's configs with the tokenizer batched (as before) or not, and its instance count;
+    `unbatched_head`: sentiment_head without its batcher too."""
     def change(configs: Configs) -> Configs:
-        changed = {}
-        for model in models:
-            changed[model] = _copy(configs[model])
-            changed[model].ClearField("dynamic_batching")
+        tokenizer = _copy(configs[TOKENIZER])
+        tokenizer.ClearField("dynamic_batching")
+        if batched:
+            text_format.Parse(TOKENIZER_BATCHER, tokenizer.dynamic_batching)
+            tokenizer.parameters.pop(QUEUE_BOUNDED_BY, None)
+        del tokenizer.instance_group[:]
+        tokenizer.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        changed = {TOKENIZER: tokenizer}
+        if unbatched_head:
+            changed[HEAD] = _copy(configs[HEAD])
+            changed[HEAD].ClearField("dynamic_batching")
         return changed
     return change
 
 
 VARIANTS: dict[str, Callable[[Configs], Configs]] = {
-    "shipped": lambda configs: {},
-    "tokenizer: 2 instances": _instances("minilm_tokenizer", 2),
-    "tokenizer: no dynamic batching": _unbatched("minilm_tokenizer"),
-    "tokenizer and sentiment_head: no dynamic batching": _unbatched("minilm_tokenizer", "sentiment_head"),
+    "tokenizer batched, 1 instance (before)": _tokenizer(batched=True),
+    "tokenizer batched, 2 instances": _tokenizer(batched=True, instances=2),
+    "tokenizer unbatched, 1 instance (shipped)": _tokenizer(batched=False),
+    "tokenizer and sentiment_head unbatched": _tokenizer(batched=False, unbatched_head=True),
 }
+REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
 
 
-def burst_round(clients: list, model: str, texts: list[str]) -> tuple[list[float], int]:
+def burst_round(clients: list, model: str, texts: list[str]) -> tuple[list[float], list[str]]:
     """Every client sends one short text at the same moment: each request's seconds (answered or
-    refused), and how many were refused (e.g. "Request timeout expired")."""
+    refused), and each refusal's reason (a REFUSALS key, or the message)."""
     seconds = [0.0] * len(clients)
-    refused = [False] * len(clients)
+    refused: list[str] = []
     start = threading.Barrier(len(clients))
 
     def call(index: int) -> None:
@@ -90,8 +103,8 @@ def burst_round(clients: list, model: str, texts: list[str]) -> tuple[list[float
         began = time.perf_counter()
         try:
             clients[index].infer(model, [tensor])
-        except InferenceServerException:
-            refused[index] = True
+        except InferenceServerException as err:
+            refused.append(next((k for k, text in REFUSALS.items() if text in str(err)), str(err)))
         seconds[index] = time.perf_counter() - began
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(len(clients))]
@@ -99,7 +112,7 @@ def burst_round(clients: list, model: str, texts: list[str]) -> tuple[list[float
         thread.start()
     for thread in threads:
         thread.join()
-    return seconds, sum(refused)
+    return seconds, refused
 
 
 def one_run(url: str, live: LiveModels, model: str, burst: int, rounds: int, texts: list[str]) -> dict:
@@ -107,7 +120,7 @@ def one_run(url: str, live: LiveModels, model: str, burst: int, rounds: int, tex
     steps = PIPELINES[model]
     before = {step: live.totals(step) for step in steps}
     load = os.getloadavg()[0]
-    worst, samples, refused = [], [], 0
+    worst, samples, refused = [], [], []
     for _ in range(rounds):
         seconds, refusals = burst_round(clients, model, texts)
         worst.append(max(seconds))
@@ -119,7 +132,8 @@ def one_run(url: str, live: LiveModels, model: str, burst: int, rounds: int, tex
     queue_ms = {step: (after[step][1] - before[step][1]) / max(1, after[step][0] - before[step][0]) / 1e6 for step in steps}
     ms = np.array(samples) * 1000
     return {"stalled_rounds": sum(w > STALL_S for w in worst), "rounds": rounds, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "samples": len(samples), "refused": refused,
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "samples": len(samples),
+            **{reason: refused.count(reason) for reason in REFUSALS}, "other_errors": sorted(set(refused) - set(REFUSALS)),
             "queue_ms_per_request": queue_ms, "load_1min": load}
 
 
@@ -149,7 +163,7 @@ def summary_row(variant: str, entry: dict) -> str:
     queue = " / ".join(f"{Spread.of(r['queue_ms_per_request'][s] for r in runs).text(1)}" for s in PIPELINES[entry["model"]])
     loads = Spread.of(r["load_1min"] for r in runs).text(1)
     return (f"| {variant} | {entry['model']} | {entry['burst']} | {spread('stalled_rounds')} of {runs[0]['rounds']} | "
-            f"{spread('refused')} | {spread('p50_ms')} | {spread('p99_ms')} | {spread('max_ms')} | {queue} | {loads} |")
+            f"{spread('queue full')} | {spread('queue timeout')} | {spread('p50_ms')} | {spread('p99_ms')} | {spread('max_ms')} | {queue} | {loads} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -176,11 +190,14 @@ def main(argv: list[str] | None = None) -> None:
         f"Each run: {args.rounds} rounds of N concurrent short-text requests (N threads, one gRPC client each, "
         f"sync infer); a round is stalled when its slowest request took > {STALL_S * 1000:.0f} ms. "
         f"Figures: median (range) over {args.runs} runs; latencies over rounds x N requests per run; queue = each "
-        "step's mean queue time per request from Triton's statistics (steps in pipeline order); refused = requests "
-        "answered with an error (the queue timeout: \"Request timeout expired\"), their time counted in the latencies.",
+        "step's mean queue time per request from Triton's statistics (steps in pipeline order). Refused: requests "
+        "answered \"Exceeds maximum queue size\" (the overload guard: a burst of 24 is more than minilm_encoder's 16 "
+        "queued + 2 running) or \"Request timeout expired\" (held past the queue timeout), their time counted "
+        "in the latencies.",
         "",
-        "| variant | pipeline | N | stalled rounds | refused | p50 (ms) | p99 (ms) | max (ms) | queue per step (ms) | load (1 min) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| variant | pipeline | N | stalled rounds | refused: queue full | refused: queue timeout | p50 (ms) | p99 (ms) | max (ms) "
+        "| queue per step (ms) | load (1 min) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *(summary_row(variant, entry) for variant, entries in results.items() for entry in entries),
     ]
     note = "Shared 2-core machine (other jobs running: see the load column); figures are noisy, the stall counts less so."
