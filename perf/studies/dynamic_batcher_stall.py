@@ -61,14 +61,16 @@ default_queue_policy { default_timeout_microseconds: 2000000 allow_timeout_overr
 """
 
 
-def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False) -> Callable[[Configs], Configs]:
-    """The repository's configs with the tokenizer batched (as before) or not, and its instance count;
-    `unbatched_head`: sentiment_head without its batcher too."""
+def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False, batcher: str = TOKENIZER_BATCHER
+               ) -> Callable[[Configs], Configs]:
+    """The repository's configs with the tokenizer batched (by default as before) or not, and its
+    instance count; `unbatched_head`: sentiment_head without its batcher too."""
     def change(configs: Configs) -> Configs:
         tokenizer = _copy(configs[TOKENIZER])
         tokenizer.ClearField("dynamic_batching")
         if batched:
-            text_format.Parse(TOKENIZER_BATCHER, tokenizer.dynamic_batching)
+            tokenizer.dynamic_batching.SetInParent()  # present even when `batcher` sets nothing
+            text_format.Parse(batcher, tokenizer.dynamic_batching)
             tokenizer.parameters.pop(QUEUE_BOUNDED_BY, None)
         del tokenizer.instance_group[:]
         tokenizer.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
@@ -83,6 +85,9 @@ def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False) 
 VARIANTS: dict[str, Callable[[Configs], Configs]] = {
     "tokenizer batched, 1 instance (before)": _tokenizer(batched=True),
     "tokenizer batched, 2 instances": _tokenizer(batched=True, instances=2),
+    # main's fix landed meanwhile: a batcher without queue policy or priority levels (which in 2.51
+    # turn off the batcher's payload prefetching)
+    "tokenizer batched, no queue policy or priorities": _tokenizer(batched=True, batcher=""),
     "tokenizer unbatched, 1 instance (shipped)": _tokenizer(batched=False),
     "tokenizer and sentiment_head unbatched": _tokenizer(batched=False, unbatched_head=True),
 }

@@ -30,6 +30,9 @@ def test_the_study_states_the_tokenizers_batching_whatever_the_repository_holds(
     assert before.dynamic_batching.default_queue_policy.max_queue_size == 64 and QUEUE_BOUNDED_BY not in before.parameters
     two = VARIANTS["tokenizer batched, 2 instances"](configs)["minilm_tokenizer"]
     assert two.HasField("dynamic_batching") and two.instance_group[0].count == 2
+    plain = VARIANTS["tokenizer batched, no queue policy or priorities"](configs)["minilm_tokenizer"]
+    assert plain.HasField("dynamic_batching") and not plain.dynamic_batching.HasField("default_queue_policy")
+    assert plain.dynamic_batching.priority_levels == 0
     shipped = VARIANTS["tokenizer unbatched, 1 instance (shipped)"](configs)
     assert not shipped["minilm_tokenizer"].HasField("dynamic_batching") and "sentiment_head" not in shipped
     both = VARIANTS["tokenizer and sentiment_head unbatched"](configs)
