@@ -10,7 +10,8 @@
 3. against what users write instead: a FastAPI + onnxruntime server of the same model, both driven
    by the same closed-loop HTTP client at the same concurrency, p99 against the budget; FastAPI gets
    the served parallelism too.
-Writes perf/results/<date>-bench.{json,md}.
+Writes perf/results/<date>-bench.{json,md}. `--workload short` runs the short-text and mixed-workload
+benchmark instead (perf/short_text_bench.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from modelrepo.perf.embedding_sessions import ENCODER, Parallelism, embedder
 from modelrepo.perf.results import Spread, record, repeat
 from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.tune_command import default_input_data
+from modelrepo.perf.workloads import reviews
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.model_config import read_config
 from modelrepo.triton.server import TritonServer, free_ports
@@ -41,16 +43,11 @@ from modelrepo.triton.server import TritonServer, free_ports
 MODEL = "text_embedding"
 
 
-def texts(count: int = 64) -> list[str]:
-    from modelrepo.build.review_data import reviews
-
-    return reviews("testing_data").review.tolist()[:count]
-
-
-def in_process_throughput(batch: int, parallelism: Parallelism, seconds: float = 20.0) -> float:
+def in_process_throughput(batch: int, parallelism: Parallelism, seconds: float = 20.0, corpus: list[str] | None = None) -> float:
     """Texts/s of tokenizer + ONNX encoder in this process: one caller thread per served instance, each
-    with its own session of the served intra-op threads, batches of `batch`, for `seconds`."""
-    corpus = texts()
+    with its own session of the served intra-op threads, batches of `batch` of `corpus` (default: the
+    test reviews), for `seconds`."""
+    corpus = corpus or reviews()
     sessions = [embedder(parallelism.threads_per_session) for _ in range(parallelism.sessions)]
     for session in sessions:
         session.embed(corpus[:batch], batch_size=batch)  # first run of a session allocates
@@ -129,8 +126,11 @@ def fastapi_server(port: int, parallelism: Parallelism) -> subprocess.Popen:
     raise RuntimeError("the FastAPI baseline did not start")
 
 
-def http_client_comparison(server: TritonServer, concurrency: int, seconds: float, parallelism: Parallelism) -> dict:
-    corpus = texts()
+def http_client_comparison(server: TritonServer, concurrency: int, seconds: float, parallelism: Parallelism,
+                           corpus: list[str] | None = None) -> dict:
+    """FastAPI + onnxruntime and Triton (KServe v2 JSON), one text per request of `corpus` (default: the
+    test reviews), driven by the same closed-loop client."""
+    corpus = corpus or reviews()
     (port,) = free_ports(1)
     process = fastapi_server(port, parallelism)
     try:
@@ -151,7 +151,15 @@ def http_client_comparison(server: TritonServer, concurrency: int, seconds: floa
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0])
+    workload = argparse.ArgumentParser(add_help=False)
+    workload.add_argument("--workload", choices=("reviews", "short"), default="reviews",
+                          help="reviews: the three ratios below; short: short texts and the mixed workload (perf/short_text_bench.py)")
+    chosen, rest = workload.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if chosen.workload == "short":
+        from modelrepo.perf.short_text_bench import main as short_text_bench
+
+        return short_text_bench(rest)
+    parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0], parents=[workload])
     parser.add_argument("--p99-ms", type=float, default=1000.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop duration per HTTP measurement")

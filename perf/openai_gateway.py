@@ -28,7 +28,7 @@ import numpy as np
 
 from modelrepo.gateway.process import gateway_command, wait_until_healthy
 from modelrepo.paths import MODEL_REPOSITORY
-from modelrepo.perf.llm_streaming import PROMPTS
+from modelrepo.perf.workloads import PROMPTS
 from modelrepo.perf.results import Spread, record, repeat
 from modelrepo.python_backends.llm.chat import TOKENIZER_DIR, load_tokenizer
 from modelrepo.triton.llm_client import grpc_stream, llm_inputs

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import shutil
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 from modelrepo.paths import PERF_RESULTS
 from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
 from modelrepo.perf.tune_report import apply_to_repository, write_report
+from modelrepo.perf.workloads import reviews, text_input_data
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.model_config import read_config
 from modelrepo.triton.server import TritonServer, free_ports
@@ -29,12 +29,7 @@ def default_input_data(repository: Path, model: str, folder: Path) -> str:
         return str(repository / model / SAMPLE_INPUT_DATA)
     config = read_config(repository / model)
     if [t.name for t in config.input] == ["TEXT"]:
-        from modelrepo.build.review_data import reviews
-
-        texts = reviews("testing_data").review.tolist()[:TEXT_SAMPLES]
-        path = folder / "texts.json"
-        path.write_text(json.dumps({"data": [{"TEXT": {"content": [t], "shape": [1]}} for t in texts]}))
-        return str(path)
+        return str(text_input_data(reviews(TEXT_SAMPLES), folder / "texts.json"))
     return "random"
 
 

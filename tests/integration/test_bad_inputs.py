@@ -53,7 +53,9 @@ def test_bad_requests_do_not_fail_their_neighbours_in_a_dynamic_batch(server, ht
     for position in sorted(bad_positions):
         requests.insert(position, texts(b"\xff"))
     pending = []
-    for tensor in requests:  # all in flight at once, so the batcher groups good and bad together
+    # All in flight at once. The tokenizer (no batcher, perf/results/dynamic_batcher_stall.md) refuses
+    # each bad one by itself; the good ones meet in minilm_encoder's dynamic batches.
+    for tensor in requests:
         infer_input = httpclient.InferInput("TEXT", list(tensor.shape), "BYTES")
         infer_input.set_data_from_numpy(tensor)
         pending.append(http_client.async_infer("text_embedding", [infer_input]))

@@ -9,7 +9,7 @@ import pytest
 
 from modelrepo.perf.embedding_sessions import Parallelism
 from modelrepo.perf.results import Spread, repeat, spread_of
-from modelrepo.perf.stream_figures import output_text, streamed_requests, streaming_figures, token_counter
+from modelrepo.perf.studies.stream_figures import output_text, streamed_requests, streaming_figures, token_counter
 from modelrepo.triton.model_config import ModelConfig, model_config_pb2
 
 
@@ -130,7 +130,7 @@ def test_a_config_without_counts_or_with_a_bad_thread_count_is_named():
 
 
 def test_genai_perf_figures_are_the_median_and_range_of_each_runs_statistic():
-    from modelrepo.perf.genai_perf_check import spreads
+    from modelrepo.perf.studies.genai_perf_check import spreads
 
     runs = [
         {"time_to_first_token": {"unit": "ms", "avg": 900.0, "p50": 880.0, "p99": 1300.0}, "output_token_throughput": {"avg": 20.0}},

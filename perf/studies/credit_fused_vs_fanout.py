@@ -1,6 +1,6 @@
 """credit_default (10 member models in parallel) vs credit_default_fused (one graph), same load.
 
-    .venv/bin/python -m modelrepo.perf.credit_fused_vs_fanout [--concurrency 8] [--batch 1]
+    .venv/bin/python -m modelrepo.perf.studies.credit_fused_vs_fanout [--concurrency 8] [--batch 1]
 
 Both measured by perf_analyzer over gRPC against one embedded server, in the same run.
 Writes perf/results/credit_fused_vs_fanout_c<concurrency>.{json,md}.
@@ -52,7 +52,7 @@ def main() -> None:
                 )
     best = {model: max(r["throughput_infer_per_s"] for r in runs) for model, runs in results.items()}
     ratio = best["credit_default_fused"] / best["credit_default"]
-    command = f".venv/bin/python -m modelrepo.perf.credit_fused_vs_fanout --concurrency {args.concurrency} --rounds {args.rounds}"
+    command = f".venv/bin/python -m modelrepo.perf.studies.credit_fused_vs_fanout --concurrency {args.concurrency} --rounds {args.rounds}"
     body = ["| model | round | throughput (infer/s) | p50 (ms) | p99 (ms) |", "| --- | --- | --- | --- | --- |"]
     for model, runs in results.items():
         for number, run in enumerate(runs, 1):

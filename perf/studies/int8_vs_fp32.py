@@ -1,6 +1,6 @@
 """INT8 vs FP32 MiniLM served through Triton: text_embedding throughput and latency with perf_analyzer.
 
-    .venv/bin/python -m modelrepo.perf.int8_vs_fp32 [--concurrency 1 8] [--rounds 2]
+    .venv/bin/python -m modelrepo.perf.studies.int8_vs_fp32 [--concurrency 1 8] [--rounds 2]
 
 FP32: the project's repository. INT8: `modelrepo build minilm_encoder --target cpu --precision int8`
 rendered into a temporary repository (same ensembles). Each round starts one server at a time (no
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print(record(
         "int8_vs_fp32",
         "INT8 vs FP32 all-MiniLM-L6-v2 served through text_embedding (embedded Triton, CPU)",
-        " ".join(["python -m modelrepo.perf.int8_vs_fp32", *(argv if argv is not None else sys.argv[1:])]).strip(),
+        " ".join(["python -m modelrepo.perf.studies.int8_vs_fp32", *(argv if argv is not None else sys.argv[1:])]).strip(),
         {"runs": runs, "int8_build": {k: build[k] for k in ("calibration", "nodes_int8", "nodes_total", "held_out")}},
         body,
         note="AVX2 CPU without VNNI: onnxruntime's int8 kernels have no fast path here.",

@@ -1,6 +1,6 @@
 """Foundation figures: server start to READY, first-request latency, steady single-request latency.
 
-    .venv/bin/python -m modelrepo.perf.foundation [--starts 3] [--requests 50]
+    .venv/bin/python -m modelrepo.perf.studies.foundation [--starts 3] [--requests 50]
 
 Writes perf/results/foundation.{json,md} (with this command and the machine).
 """
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50)
     args = parser.parse_args()
     results = measure(args.starts, args.requests)
-    print(report(results, f".venv/bin/python -m modelrepo.perf.foundation --starts {args.starts} --requests {args.requests}"))
+    print(report(results, f".venv/bin/python -m modelrepo.perf.studies.foundation --starts {args.starts} --requests {args.requests}"))
 
 
 if __name__ == "__main__":

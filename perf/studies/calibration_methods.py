@@ -1,6 +1,6 @@
 """INT8 calibration methods compared on the MiniLM encoder: accuracy kept vs FP32, and CPU speed.
 
-    .venv/bin/python -m modelrepo.perf.calibration_methods [--calib-samples N]
+    .venv/bin/python -m modelrepo.perf.studies.calibration_methods [--calib-samples N]
 
 For each method (max, entropy, percentile) runs the same build step as
 `modelrepo build minilm_encoder --precision int8 --calibration METHOD` (cached per method in
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(record(
         "calibration_methods",
         "INT8 calibration methods on all-MiniLM-L6-v2 (QDQ, onnxruntime CPU)",
-        " ".join(["python -m modelrepo.perf.calibration_methods", *(argv if argv is not None else sys.argv[1:])]).strip(),
+        " ".join(["python -m modelrepo.perf.studies.calibration_methods", *(argv if argv is not None else sys.argv[1:])]).strip(),
         {"budget": vars(budget), "calib_samples": args.calib_samples, "reports": reports},
         body,
         note="Speed: onnxruntime CPU, 1 thread (as served), 64 test reviews, after warm-up.",

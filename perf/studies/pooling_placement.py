@@ -1,6 +1,6 @@
 """Where should MiniLM's mean pooling + L2 normalisation run: inside the ONNX graph, or in numpy after it?
 
-    .venv/bin/python -m modelrepo.perf.pooling_placement [--repeats 30]
+    .venv/bin/python -m modelrepo.perf.studies.pooling_placement [--repeats 30]
 
 Times onnxruntime (1 intra-op thread, as minilm_encoder is configured) for both placements over
 batch sizes and sequence lengths, and the size of the tensor a separate pooling model would receive.
@@ -71,7 +71,7 @@ def main() -> None:
                 "hidden_state_bytes_between_models": batch * seq * 384 * 4,
                 "max_abs_diff": float(np.abs(pooled - reference).max()),
             })
-    command = f".venv/bin/python -m modelrepo.perf.pooling_placement --repeats {args.repeats}"
+    command = f".venv/bin/python -m modelrepo.perf.studies.pooling_placement --repeats {args.repeats}"
     body = [
         "| batch | seq | in graph (ms) | encoder + numpy (ms) | hidden state a separate pooling model would receive | max abs diff |",
         "| --- | --- | --- | --- | --- | --- |",

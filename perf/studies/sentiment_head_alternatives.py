@@ -1,6 +1,6 @@
 """Which head on MiniLM embeddings classifies the reviews best? (The build uses logistic regression.)
 
-    .venv/bin/python -m modelrepo.perf.sentiment_head_alternatives
+    .venv/bin/python -m modelrepo.perf.studies.sentiment_head_alternatives
 
 Uses the review embeddings cached by `modelrepo build` (.cache/build/review_embeddings); trains on
 modeldata/training_data and scores accuracy and ROC-AUC on testing_data.
@@ -51,7 +51,7 @@ def main() -> None:
     body = ["| head | test accuracy | test ROC-AUC |", "| --- | --- | --- |"]
     body += [f"| {r['head']} | {r['accuracy']:.3f} | {r['roc_auc']:.3f} |" for r in rows]
     body += ["", f"Majority class: {float((y_test == 'great').mean()):.3f}."]
-    command = ".venv/bin/python -m modelrepo.perf.sentiment_head_alternatives"
+    command = ".venv/bin/python -m modelrepo.perf.studies.sentiment_head_alternatives"
     print(record("sentiment_head_alternatives", "Sentiment heads on MiniLM embeddings", command, {"rows": rows}, body,
                  "One run, fixed seeds."))
 

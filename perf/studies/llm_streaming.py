@@ -1,12 +1,12 @@
 """Streaming LLM benchmark: TTFT, TPOT and output tokens/s through `llm_bls` with perf_analyzer.
 
-    .venv/bin/python -m modelrepo.perf.llm_streaming [--concurrency 1 4 8] [--tokens 48] [--requests 200] [--runs 3]
+    .venv/bin/python -m modelrepo.perf.studies.llm_streaming [--concurrency 1 4 8] [--tokens 48] [--requests 200] [--runs 3]
 
 perf_analyzer 2.51 drives the decoupled model over a gRPC stream (`--streaming`) with a fixed
 number of requests per point (`--request-count`) and writes every request's send time, response
 times and response texts (`--profile-export-file`); TTFT is the first text response, TPOT the mean
 gap between a request's later responses. Output tokens are counted from the answers (tokenised
-with the model's tokenizer, perf/stream_figures.py); the engine is asked for `--tokens` tokens
+with the model's tokenizer, perf/studies/stream_figures.py); the engine is asked for `--tokens` tokens
 (`min_length` = `max_tokens`) so every point has the same work. Each of `--runs` runs measures every
 concurrency in turn; figures are the median and range over the runs. Then the semantic cache: time
 of a hit through `llm_cached` (exact and paraphrase) over HTTP, `--cache-requests` each per run.
@@ -29,7 +29,8 @@ import numpy as np
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import command, environment, with_admin_header
 from modelrepo.perf.results import Spread, record, repeat, spread_of
-from modelrepo.perf.stream_figures import read_export, streaming_figures, token_counter
+from modelrepo.perf.studies.stream_figures import read_export, streaming_figures, token_counter
+from modelrepo.perf.workloads import PROMPTS
 from modelrepo.python_backends.llm.chat import TOKENIZER_DIR, load_tokenizer
 from modelrepo.triton.llm_client import generate
 from modelrepo.triton.server import TritonServer, free_ports
@@ -37,11 +38,6 @@ from modelrepo.triton.server import TritonServer, free_ports
 MODEL = "llm_bls"
 MODELS = ("llm_bls", "llm", "llm_preprocessing", "llm_engine", "llm_postprocessing", "llm_cached",
           "text_embedding", "minilm_tokenizer", "minilm_encoder")
-PROMPTS = [
-    "Write a short poem about the sea.", "Explain how a rainbow forms.", "Give three tips for learning to cook.",
-    "Describe a busy train station.", "What is photosynthesis?", "Tell me about the history of tea.",
-    "Why do cats purr?", "Summarise the plot of a detective story.",
-]
 GOALS = {"ttft_p99_s_at_4": 1.0, "tokens_per_s_ratio_8_vs_1": 3.0, "cache_hit_ms": 20.0}
 STREAM_FIGURES = ("ttft_p50_s", "ttft_p99_s", "tpot_mean_s", "tpot_p99_s", "output_tokens_per_request", "output_tokens_per_s")
 CACHE_FIGURES = ("exact_hit_p50_ms", "exact_hit_p99_ms", "semantic_hit_p50_ms", "semantic_hit_p99_ms")
@@ -174,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--cache-requests", type=int, default=200, help="cache hits of each kind per run")
     args = parser.parse_args(argv)
-    command_line = ("python -m modelrepo.perf.llm_streaming " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
+    command_line = ("python -m modelrepo.perf.studies.llm_streaming " + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     count_tokens = token_counter(load_tokenizer(MODEL_REPOSITORY / "llm_preprocessing" / "1" / TOKENIZER_DIR))
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp, TritonServer(

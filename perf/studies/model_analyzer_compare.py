@@ -1,6 +1,6 @@
 """`modelrepo tune` against Triton Model Analyzer on the same model, budget and load, in one run.
 
-    .venv/bin/python -m modelrepo.perf.model_analyzer_compare [--model minilm_encoder] [--p99-ms 400] [--concurrency 8]
+    .venv/bin/python -m modelrepo.perf.studies.model_analyzer_compare [--model minilm_encoder] [--p99-ms 400] [--concurrency 8]
 
 1. Model Analyzer (pinned in pyproject, installed into .cache/model-analyzer-venv: it needs numpy 2)
    in local launch mode against the embedded tritonserver, automatic brute search (instance count ×
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     print(record(
         "model_analyzer_compare",
         "modelrepo tune vs Triton Model Analyzer (same model, budget, load)",
-        " ".join(["python -m modelrepo.perf.model_analyzer_compare", *(argv if argv is not None else sys.argv[1:])]).strip(),
+        " ".join(["python -m modelrepo.perf.studies.model_analyzer_compare", *(argv if argv is not None else sys.argv[1:])]).strip(),
         {"ours_seconds": our_seconds, "theirs_seconds": theirs["seconds"], "remeasured": again,
          "ours_winner": ours.winner.as_dict() if ours.winner else None, "theirs_winner": theirs["config_name"],
          "ratio_throughput": ratio_throughput, "ratio_time": ratio_time, "model_analyzer_log_tail": ma_log_tail},

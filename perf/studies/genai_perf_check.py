@@ -1,6 +1,6 @@
 """genai-perf, unchanged, against `llm_bls`: the TensorRT-LLM client tooling works on this repository.
 
-    .venv/bin/python -m modelrepo.perf.genai_perf_check [--concurrency 4] [--requests 200] [--runs 3]
+    .venv/bin/python -m modelrepo.perf.studies.genai_perf_check [--concurrency 4] [--requests 200] [--runs 3]
 
 genai-perf (pinned in pyproject, installed into .cache/genai-perf-venv: it has its own dependency
 set) runs its `--backend tensorrtllm --endpoint-type kserve --streaming` profile with synthetic
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import tool_venv, wrapper_script
-from modelrepo.perf.llm_streaming import MODELS
+from modelrepo.perf.studies.llm_streaming import MODELS
 from modelrepo.perf.results import Spread, record, repeat
 from modelrepo.pins import pins
 from modelrepo.triton.server import TritonServer, free_ports
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"genai-perf arguments: `genai-perf {shown_args}`",
     ]
-    command = "python -m modelrepo.perf.genai_perf_check " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m modelrepo.perf.studies.genai_perf_check " + " ".join(sys.argv[1:] if argv is None else argv)
     data = {"runs": runs, "figures": {k: {s: v.as_dict() for s, v in stats.items()} for k, stats in figures.items()},
             "args": shown_args}
     print(record("genai_perf_llm_bls", "genai-perf against llm_bls", command.strip(), data, body))

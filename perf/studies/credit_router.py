@@ -1,6 +1,6 @@
 """credit_router policies measured: shadow overhead at light load, cascade share/agreement/throughput.
 
-    .venv/bin/python -m modelrepo.perf.credit_router [--rows 2000] [--rounds 2]
+    .venv/bin/python -m modelrepo.perf.studies.credit_router [--rows 2000] [--rounds 2]
 
 One embedded server; the router's policy is switched by config reload between measurements.
 - shadow overhead: perf_analyzer p50 under light load (open loop, 20 requests/s, about a quarter of
@@ -23,7 +23,7 @@ from modelrepo.build.credit import dataset, request_arrays
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import record
-from modelrepo.perf.credit_fused_vs_fanout import input_file
+from modelrepo.perf.studies.credit_fused_vs_fanout import input_file
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.client import infer, reload_with_parameters
 from modelrepo.triton.server import TritonServer, free_ports
@@ -79,7 +79,7 @@ def main() -> None:
         "cascade_throughput_gain": throughput["cascade"] / throughput["primary"],
         "rows": len(rows),
     }
-    command = f".venv/bin/python -m modelrepo.perf.credit_router --rows {args.rows} --rounds {args.rounds}"
+    command = f".venv/bin/python -m modelrepo.perf.studies.credit_router --rows {args.rows} --rounds {args.rounds}"
     body = [
         "| measurement | primary | policy | result | goal |",
         "| --- | --- | --- | --- | --- |",

@@ -1,6 +1,6 @@
 """How one decode step of SmolLM2 scales with batch size and torch threads on this CPU (no server).
 
-    .venv/bin/python -m modelrepo.perf.llm_engine_scaling [--batches 1 2 4 8] [--threads 1 2] [--steps 200] [--runs 3]
+    .venv/bin/python -m modelrepo.perf.studies.llm_engine_scaling [--batches 1 2 4 8] [--threads 1 2] [--steps 200] [--runs 3]
 
 The ceiling for in-flight batching here: tokens/s of a batch of B sequences is B / step time.
 Each step: B new tokens against an 80-token cache (the new token dropped after every step, so every
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     data = {"rows": [{k: v.as_dict() if isinstance(v, Spread) else v for k, v in r.items()} for r in rows],
             "runs": [{f"{t}x{b}": s for (t, b), s in run.items()} for run in runs]}
-    command = "python -m modelrepo.perf.llm_engine_scaling " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m modelrepo.perf.studies.llm_engine_scaling " + " ".join(sys.argv[1:] if argv is None else argv)
     print(record("llm_engine_scaling", "SmolLM2 decode step vs batch size and threads (CPU)", command.strip(), data, body))
     return 0
 
