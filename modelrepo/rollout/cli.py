@@ -75,7 +75,8 @@ def rollouts(args):
     from modelrepo.rollout.controller import Rollouts
     from modelrepo.rollout.store import RolloutStore
     from modelrepo.triton.admin import admin_key
-    from modelrepo.triton.control import RunningServer, scrape_metrics
+    from modelrepo.triton.control import RunningServer
+    from modelrepo.triton.metrics_scrape import scrape_metrics
 
     key, _ = admin_key()
     store = RolloutStore(Path(args.state_dir) if args.state_dir else None, args.who)

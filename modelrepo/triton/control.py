@@ -18,19 +18,6 @@ class ControlError(RuntimeError):
     """The server answered an admin call with an error; the message carries its answer."""
 
 
-def scrape_metrics(metrics_url: str) -> dict[str, dict[tuple, float]]:
-    """Every sample on a metrics endpoint: name -> {sorted label items: value}."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            values.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return values
-
-
 class ServerControl:
     """Mixin: needs `http_url` ("host:port") and `admin_key` (None: restricted APIs are refused)."""
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelrepo.paths import cache_dir
-from modelrepo.triton.control import ControlError, ServerControl, scrape_metrics
+from modelrepo.triton.control import ControlError, ServerControl
+from modelrepo.triton.metrics_scrape import scrape_metrics
 from modelrepo.triton.recovery import kill_process_group
 from modelrepo.triton.flags import DEFAULT_CACHE_BYTES, EXIT_TIMEOUT_S, LOOPBACK, client_host, tritonserver_args
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from modelrepo.check import QUEUE_BOUNDED_BY
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.embedding_sessions import embedder
 from modelrepo.perf.studies.dynamic_batcher_stall import VARIANTS
@@ -27,14 +26,14 @@ def test_input_data_is_one_single_text_request_per_text(tmp_path):
 def test_the_study_states_the_tokenizers_batching_whatever_the_repository_holds():
     configs = {name: read_config(MODEL_REPOSITORY / name) for name in ("minilm_tokenizer", "sentiment_head")}
     before = VARIANTS["tokenizer batched, 1 instance (before)"](configs)["minilm_tokenizer"]
-    assert before.dynamic_batching.default_queue_policy.max_queue_size == 64 and QUEUE_BOUNDED_BY not in before.parameters
+    assert before.dynamic_batching.default_queue_policy.max_queue_size == 64
     two = VARIANTS["tokenizer batched, 2 instances"](configs)["minilm_tokenizer"]
     assert two.HasField("dynamic_batching") and two.instance_group[0].count == 2
-    plain = VARIANTS["tokenizer batched, no queue policy or priorities"](configs)["minilm_tokenizer"]
+    plain = VARIANTS["tokenizer batched, no queue policy or priorities (shipped)"](configs)["minilm_tokenizer"]
     assert plain.HasField("dynamic_batching") and not plain.dynamic_batching.HasField("default_queue_policy")
     assert plain.dynamic_batching.priority_levels == 0
-    shipped = VARIANTS["tokenizer unbatched, 1 instance (shipped)"](configs)
-    assert not shipped["minilm_tokenizer"].HasField("dynamic_batching") and "sentiment_head" not in shipped
+    unbatched = VARIANTS["tokenizer unbatched, 1 instance"](configs)
+    assert not unbatched["minilm_tokenizer"].HasField("dynamic_batching") and "sentiment_head" not in unbatched
     both = VARIANTS["tokenizer and sentiment_head unbatched"](configs)
     assert not both["sentiment_head"].HasField("dynamic_batching")
     assert read_config(MODEL_REPOSITORY / "minilm_tokenizer") == configs["minilm_tokenizer"]  # copies, not edits
