@@ -93,6 +93,20 @@ def default_comparison(repository: Path, model: str) -> str:
     return "label" if task == "classification" else "distance"
 
 
+def default_budget_ms(repository: Path, model: str) -> float:
+    """MODEL's `latency_budget_ms`, else its public model's (`modelrepo add` states the budget on NAME, the
+    model clients call, which for a classifier is the ensemble in front of NAME_model), else the default."""
+    from modelrepo.triton.model_config import parameter, read_config
+
+    public = parameter(read_config(repository / model), "public_model", model)
+    for name in dict.fromkeys((model, public)):
+        if (repository / name / "config.pbtxt").exists():
+            value = parameter(read_config(repository / name), "latency_budget_ms")
+            if value:
+                return float(value)
+    return GateLimits().p99_budget_ms
+
+
 def spec_of(args):
     from modelrepo.rollout.controller import RolloutError, RolloutSpec
     from modelrepo.triton.model_config import parameter, read_config
@@ -100,8 +114,7 @@ def spec_of(args):
     repository = Path(args.model_repository)
     if not (repository / args.model / "config.pbtxt").exists():
         raise RolloutError(f"there is no model {args.model!r} in {repository}")
-    budget = args.p99_budget_ms or float(parameter(read_config(repository / args.model), "latency_budget_ms",
-                                                    str(GateLimits().p99_budget_ms)))
+    budget = args.p99_budget_ms or default_budget_ms(repository, args.model)
     limits = GateLimits(budget, args.max_error_ratio, args.max_disagreement, args.max_psi, args.min_calls)
     steps = args.steps
     if args.canary is not None:

@@ -45,3 +45,19 @@ def test_flags_become_the_spec(repository):
     assert (spec_of(args).mode, spec_of(args).limits.p99_budget_ms) == ("shadow", 250.0)
     with pytest.raises(RolloutError, match="increasing percentages"):
         RolloutSpec("m", 2, steps=(50.0, 10.0))
+
+
+def test_the_budget_comes_from_the_model_or_the_public_model_add_stated_it_on(repository):
+    from modelrepo.rollout.cli import default_budget_ms
+    from modelrepo.triton.model_config import read_config, rewrite_config
+
+    assert default_budget_ms(repository, "credit_aggregate") == 1000.0  # nothing stated: the default
+    shutil.copytree(repository / "credit_aggregate", repository / "scores")
+    public = read_config(repository / "scores")
+    public.name = "scores"
+    public.parameters["latency_budget_ms"].string_value = "40"
+    rewrite_config(repository / "scores", public)
+    graph = read_config(repository / "credit_aggregate")
+    graph.parameters["public_model"].string_value = "scores"  # as `add` writes NAME_model behind NAME
+    rewrite_config(repository / "credit_aggregate", graph)
+    assert default_budget_ms(repository, "credit_aggregate") == 40.0
