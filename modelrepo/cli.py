@@ -304,7 +304,8 @@ def parser() -> argparse.ArgumentParser:
 
     rollout_parsers(commands, MODEL_REPOSITORY)
 
-    bench = commands.add_parser("bench", help="record text_embedding's serving ratios in perf/results/", add_help=False)
+    bench = commands.add_parser("bench", help="measure one model (`bench NAME`), or record text_embedding's serving ratios, in perf/results/",
+                                  add_help=False)
     bench.add_argument("args", nargs=argparse.REMAINDER, help="see `modelrepo bench --help`")
 
     perf = commands.add_parser(

@@ -1,4 +1,5 @@
 """`modelrepo bench`: three ratios for text_embedding at its (tuned) config, measured in one run.
+(`modelrepo bench NAME` measures any one model instead: perf/model_bench.py.)
 
 1. serving efficiency: Triton throughput (perf_analyzer) ÷ in-process onnxruntime throughput of the
    same tokenizer + encoder at the same batch size with the same parallelism: as many callers, each
@@ -151,15 +152,21 @@ def http_client_comparison(server: TritonServer, concurrency: int, seconds: floa
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and not argv[0].startswith("-"):  # `modelrepo bench NAME`: any one model (perf/model_bench.py)
+        from modelrepo.perf.model_bench import main as model_bench
+
+        return model_bench(argv)
     workload = argparse.ArgumentParser(add_help=False)
     workload.add_argument("--workload", choices=("reviews", "short"), default="reviews",
                           help="reviews: the three ratios below; short: short texts and the mixed workload (perf/short_text_bench.py)")
-    chosen, rest = workload.parse_known_args(sys.argv[1:] if argv is None else argv)
+    chosen, rest = workload.parse_known_args(argv)
     if chosen.workload == "short":
         from modelrepo.perf.short_text_bench import main as short_text_bench
 
         return short_text_bench(rest)
-    parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0], parents=[workload])
+    parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0], parents=[workload],
+                                     epilog="`modelrepo bench NAME --help`: one model's throughput and latency")
     parser.add_argument("--p99-ms", type=float, default=1000.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop duration per HTTP measurement")
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     name = f"{date.today().isoformat()}-bench"
     print(record(name, "modelrepo bench: serving efficiency, batching gain, FastAPI baseline",
-                 " ".join(["modelrepo bench", *(argv if argv is not None else sys.argv[1:])]).strip(),
+                 " ".join(["modelrepo bench", *argv]).strip(),
                  {"tuned": tuned, "tuned_again": tuned_again, "no_batching": no_batching, "in_process_per_s": in_process.as_dict(),
                   "parallelism": {"sessions": parallelism.sessions, "threads_per_session": parallelism.threads_per_session},
                   "http": http, "ratios": {"efficiency": efficiency_of_medians, "efficiency_run_by_run": efficiency.as_dict(),

@@ -14,6 +14,7 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TypeVar
 
 from modelrepo.paths import PERF_RESULTS
@@ -73,11 +74,13 @@ def provenance(command: str) -> dict[str, str]:
     }
 
 
-def record(name: str, title: str, command: str, data: dict[str, Any], body: list[str], note: str = "") -> str:
-    """Write <name>.json (provenance + data) and <name>.md (title, provenance, body); return the markdown."""
+def record(name: str, title: str, command: str, data: dict[str, Any], body: list[str], note: str = "",
+           folder: Path = PERF_RESULTS) -> str:
+    """Write <name>.json (provenance + data) and <name>.md (title, provenance, body) in `folder`
+    (default perf/results/); return the markdown."""
     meta = provenance(command)
-    PERF_RESULTS.mkdir(parents=True, exist_ok=True)
-    (PERF_RESULTS / f"{name}.json").write_text(json.dumps({**meta, **data}, indent=2, default=str))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({**meta, **data}, indent=2, default=str))
     lines = [
         f"# {title}",
         "",
@@ -87,5 +90,5 @@ def record(name: str, title: str, command: str, data: dict[str, Any], body: list
         *body,
     ]
     markdown = "\n".join(lines) + "\n"
-    (PERF_RESULTS / f"{name}.md").write_text(markdown)
+    (folder / f"{name}.md").write_text(markdown)
     return markdown

@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from modelrepo.build.add.recipes import DEFAULT_LATENCY_BUDGET_MS, TASKS
+from modelrepo.build.add.recipes import DEFAULT_INSTANCES, DEFAULT_LATENCY_BUDGET_MS, TASKS
 from modelrepo.build.targets import PRECISIONS
 
 ADD_DESCRIPTION = """Add a model of your own to the repository, recognised by what SOURCE is: an ONNX file;
@@ -32,7 +32,7 @@ def add_parsers(commands, default_repository: Path) -> None:
                      help="rows the model takes (.npy, .npz per input, .csv): parity, warm-up and tuning data")
     add.add_argument("--labels", help="class names L1,L2,... in the model's class order")
     add.add_argument("--max-batch-size", type=int, default=64, help="largest dynamic batch (default 64)")
-    add.add_argument("--instances", type=int, default=1, help="model instances (default 1)")
+    add.add_argument("--instances", type=int, default=DEFAULT_INSTANCES, help=f"model instances (default {DEFAULT_INSTANCES})")
     add.add_argument("--precision", choices=PRECISIONS, default="fp32",
                      help="fp32 (default) or int8 (QDQ, MatMul nodes: transformers folders); fp16 is not available yet")
     add.add_argument("--calibration-data", type=Path,

@@ -42,3 +42,17 @@ def state_budget(public_dir: Path, name: str, budget_ms: float) -> None:
     text = (f"# {name}'s p99 latency budget, written by `modelrepo add` (--latency-budget-ms): apply it with\n"
             f"# kubectl apply -f {RULE_FILENAME} next to k8s/monitoring's rules, which alert on it.\n")
     (public_dir / RULE_FILENAME).write_text(text + yaml.safe_dump(budget_rule(name, budget_ms), sort_keys=False))
+
+
+def stated_budget_ms(repository: Path, model: str) -> float | None:
+    """MODEL's `latency_budget_ms`, else its public model's (`add` states it on NAME, the model clients
+    call, which for a classifier is the ensemble in front of NAME_model); None where neither states one."""
+    from modelrepo.triton.model_config import parameter
+
+    public = parameter(read_config(repository / model), "public_model", model)
+    for name in dict.fromkeys((model, public)):
+        if (repository / name / "config.pbtxt").exists():
+            value = parameter(read_config(repository / name), LATENCY_BUDGET_PARAMETER)
+            if value:
+                return float(value)
+    return None

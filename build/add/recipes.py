@@ -20,6 +20,10 @@ TASKS = ("classification", TOKEN_CLASSIFICATION, "regression", "embedding", "gra
 MAX_PROBABILITY_DIFF = 1e-4
 MIN_EMBEDDING_COSINE = 0.9999
 MAX_RELATIVE_DIFF = 1e-4  # regression and raw graph outputs: |ours - theirs| <= 1e-4 * max(1, |theirs|max)
+# Two, not one: with one instance behind a bounded queue, Triton 2.51's batcher idles 500 ms whenever
+# a request finds the instance busy (README "Failure modes"; perf/results/added_model_instances.md:
+# a LightGBM model's p99 was ~505 ms with one instance from concurrency 1 on, 9 ms with two).
+DEFAULT_INSTANCES = 2
 DEFAULT_LATENCY_BUDGET_MS = 100.0  # p99 served, like the credit pipelines' (k8s/monitoring/prometheus-rules.yaml)
 
 
@@ -35,7 +39,7 @@ class AddRequest:
     sample: Path | None = None
     labels: tuple[str, ...] | None = None
     max_batch_size: int = 64
-    instances: int = 1
+    instances: int = DEFAULT_INSTANCES
     precision: str = "fp32"
     force: bool = False
     calibration_data: Path | None = None  # --precision int8

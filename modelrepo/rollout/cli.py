@@ -94,17 +94,10 @@ def default_comparison(repository: Path, model: str) -> str:
 
 
 def default_budget_ms(repository: Path, model: str) -> float:
-    """MODEL's `latency_budget_ms`, else its public model's (`modelrepo add` states the budget on NAME, the
-    model clients call, which for a classifier is the ensemble in front of NAME_model), else the default."""
-    from modelrepo.triton.model_config import parameter, read_config
+    """The budget `modelrepo add` stated for MODEL (or its public model), else the gates' default."""
+    from modelrepo.build.add.monitoring import stated_budget_ms
 
-    public = parameter(read_config(repository / model), "public_model", model)
-    for name in dict.fromkeys((model, public)):
-        if (repository / name / "config.pbtxt").exists():
-            value = parameter(read_config(repository / name), "latency_budget_ms")
-            if value:
-                return float(value)
-    return GateLimits().p99_budget_ms
+    return stated_budget_ms(repository, model) or GateLimits().p99_budget_ms
 
 
 def spec_of(args):

@@ -22,6 +22,7 @@ DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # `modelrepo serve` listens on loopback unless told otherwise; the image on every interface.
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
+MODEL_LOAD_THREADS = 16
 
 
 def tritonserver_args(
@@ -49,6 +50,13 @@ def tritonserver_args(
         f"--cache-config=local,size={cache_bytes}",
         f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
         "--strict-readiness=true",
+        # 16 models load at once (Triton's default: 4): a Python stub mostly waits on
+        # its own start-up, so a start, and a crash restart, take the slowest load, not the sum.
+        f"--model-load-thread-count={MODEL_LOAD_THREADS}",
+        # Our configs are complete (written through the protobuf, `modelrepo check`ed). With auto-complete
+        # on, the Python backend starts one extra stub per model, importing its model.py (torch for
+        # llm_engine), only to ask it for a config: that doubled the start (and a crash restart).
+        "--disable-auto-complete-config",
         # true: a model that fails to load ends the server (a crash loop in k8s, old pods keep serving);
         # false: the rest serve and /v2/health/ready stays false until it loads.
         f"--exit-on-error={'true' if exit_on_error else 'false'}",

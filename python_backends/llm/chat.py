@@ -22,6 +22,7 @@ from modelrepo.python_backends.batching import Tensors, answer_each, required
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.llm import protocol as p
+from modelrepo.python_backends.llm.chat_tokenizer import ChatTokenizer
 from modelrepo.python_backends.text_tokenizer import decode_text
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
 
@@ -29,10 +30,8 @@ TOKENIZER_DIR = "tokenizer"
 ROLES = ("system", "user", "assistant")
 
 
-def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+def load_tokenizer(path: Path) -> ChatTokenizer:
+    return ChatTokenizer(path)
 
 
 class ChatPreprocessor:

@@ -180,7 +180,7 @@ def third_party_closure(entry_files: list[Path]) -> dict[str, str]:
     return found
 
 
-IMPORT_NAMES = {"onnxruntime": "onnxruntime", "numpy": "numpy", "scipy": "scipy", "tokenizers": "tokenizers",
+IMPORT_NAMES = {"onnxruntime": "onnxruntime", "numpy": "numpy", "scipy": "scipy", "tokenizers": "tokenizers", "jinja2": "jinja2",
                 "torch": "torch", "transformers": "transformers", "safetensors": "safetensors"}
 
 

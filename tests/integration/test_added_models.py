@@ -169,6 +169,41 @@ def test_the_models_own_metrics_count(callers, added):
     assert any(("model", "iris") in labels for labels in metrics["modelrepo_model_confidence_count"])
 
 
+def test_tune_and_bench_take_an_added_model_with_no_further_code(added, tmp_path, capsys):
+    # The issue's contract: `modelrepo tune NAME --p99-ms B` (input data derived from the sample `add`
+    # kept) and `modelrepo bench NAME`, against the real server and perf_analyzer.
+    repository, _ = added
+    repo = ["--model-repository", str(repository)]
+    before = (repository / "iris_model" / "config.pbtxt").read_text()
+    assert main(["tune", "iris", "--p99-ms", "1000", "--concurrency", "2", "--instances", "1", "--apply",
+                 "--output", str(tmp_path / "tune"), *repo]) == 0
+    tuned_log = capsys.readouterr().out
+    assert "tuning iris (iris_model" in tuned_log and "chosen:" in tuned_log, tuned_log
+    assert "applied config re-measured" in tuned_log
+    summary = (tmp_path / "tune" / "summary.md").read_text()
+    kept = (tmp_path / "tune" / "input_data.json").read_text()
+    assert '"INPUT"' in kept and "Re-measured after --apply" in summary
+    after = (repository / "iris_model" / "config.pbtxt").read_text()
+    assert after.splitlines()[0] == before.splitlines()[0]  # the header comment stays
+    assert check_repository(repository) == []
+
+    assert main(["bench", "iris", "--concurrency", "1", "2", "--runs", "2", "--requests", "100",
+                 "--output", str(tmp_path / "bench"), *repo]) == 0
+    (report,) = (tmp_path / "bench").glob("*-bench-iris.md")
+    text = report.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2, text
+    assert "p99 budget: 100 ms" in text and "of 2 |" in rows[0]  # `add`'s stated budget, both runs judged
+    (data,) = (tmp_path / "bench").glob("*-bench-iris.json")
+    import json
+
+    points = json.loads(data.read_text())["points"]
+    for concurrency in ("1", "2"):
+        assert len(points[concurrency]["runs"]) == 2
+        assert points[concurrency]["throughput_infer_per_s"]["median"] > 0
+        assert 0 < points[concurrency]["p50_ms"]["median"] <= points[concurrency]["p99_ms"]["median"]
+
+
 def test_remove_takes_every_added_model_out(added, capsys):
     repository, _ = added
     for name in SOURCES:

@@ -25,7 +25,7 @@ def test_the_chat_template_wraps_the_prompt_and_asks_for_the_assistant(llm_token
     assert text.startswith("<|im_start|>system\n") and "<|im_start|>user\nWhat is the capital of France?<|im_end|>" in text
     assert text.endswith("<|im_start|>assistant\n")
     assert out[p.REQUEST_INPUT_LEN].tolist() == [[len(ids)]]
-    assert out[p.OUT_END_ID].tolist() == [[llm_tokenizer.convert_tokens_to_ids("<|im_end|>")]]
+    assert out[p.OUT_END_ID].tolist() == [[llm_tokenizer.token_id("<|im_end|>")]]
 
 
 def test_stop_words_become_word_lists_with_and_without_a_leading_space(llm_tokenizer):
