@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelrepo.paths import MODEL_REPOSITORY
-from modelrepo.perf.chaos import RESULTS, credit_call
+from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
+from modelrepo.perf.chaos import credit_call
 from modelrepo.perf.fixed_rate import FixedRateLoad
 from modelrepo.triton.recovery import stub_processes
 from modelrepo.triton.server import TritonServer, free_ports
@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds excluded from the growth figures")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--llm-tokens", type=int, default=8)
-    parser.add_argument("--output", type=Path, default=RESULTS / "soak.md")
+    parser.add_argument("--output", type=Path, default=PERF_RESULTS / "soak.md")
     parser.add_argument("--workdir", type=Path, default=Path(".cache/soak"))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
