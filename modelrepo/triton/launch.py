@@ -51,7 +51,7 @@ from modelrepo.gateway.process import GatewayProcess, gateway_command, keep_runn
 from modelrepo.gateway.settings import DEFAULT_PORT as DEFAULT_OPENAI_PORT
 from modelrepo.triton.control import RunningServer
 from modelrepo.triton.flags import ALL_INTERFACES, DEFAULT_PORTS, RESTRICTED_APIS, client_host, tritonserver_args
-from modelrepo.triton.recovery import CrashOnly, RestartPolicy
+from modelrepo.triton.recovery import CrashOnly, RestartPolicy, describe_exit
 
 ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
 DEFAULT_MODEL_REPOSITORY = "/models"  # NGC convention; the image copies the repository here
@@ -216,8 +216,8 @@ def run_supervised(cmd: list[str], server: RunningServer, policy: RestartPolicy,
         if watcher is not None:
             watcher.join()
             code = front.stop()
-            if code is not None:
-                print(f"the OpenAI gateway exited with code {code}", flush=True)
+            if code is not None:  # uvicorn ends by the SIGTERM it was sent once it has shut down
+                print(f"the OpenAI gateway stopped ({describe_exit(code)})", flush=True)
     if given_up is not None:
         return given_up
     if keeper.process.pid not in signalled and keeper.process.poll() is None:  # started as the signal came
