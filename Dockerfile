@@ -3,7 +3,7 @@
 # this repository with the flags `modelrepo serve` uses (modelrepo/triton/flags.py, via launch.py).
 #
 #   docker build --build-arg VARIANT=cpu -t modelrepo:0.1.0-cpu .
-#   docker run --rm -p 8000-8002:8000-8002 -e MODELREPO_ADMIN_KEY=$(openssl rand -hex 16) --shm-size=1g modelrepo:0.1.0-cpu
+#   docker run --rm -p 8000-8002:8000-8002 -p 9000:9000 -e MODELREPO_ADMIN_KEY=$(openssl rand -hex 16) --shm-size=1g modelrepo:0.1.0-cpu
 #
 # VARIANT: cpu (the repository as `make build` makes it) | onnxruntime | tensorrt (text_embedding's
 # encoder on that engine; tensorrt is an INT8 plan built for the builder's GPU) | llm (llm_engine on
@@ -40,10 +40,11 @@ COPY python_backends python_backends
 COPY model_repository model_repository
 RUN make build PYTHON=python3.11 EXTRAS= \
     && .venv/bin/pip install --no-cache-dir "tensorrt-cu12==${TENSORRT_VERSION}"
-# The project's own wheel, its `serving` extra (read from the wheel) and the build venv's versions.
+# The project's own wheel, its `serving` and `gateway` extras (read from the wheel) and the build venv's versions.
 RUN mkdir -p /out/wheels /out/requirements \
     && .venv/bin/pip wheel --no-deps --wheel-dir /out/wheels . \
     && .venv/bin/python -m modelrepo.serving_requirements /out/wheels/modelrepo-*.whl > /out/requirements/serving.txt \
+    && .venv/bin/python -m modelrepo.serving_requirements --extra gateway /out/wheels/modelrepo-*.whl > /out/requirements/gateway.txt \
     && .venv/bin/pip freeze --exclude-editable > /out/requirements/constraints.txt
 # The variant's repository; a+rX: the runtime user (uid 1000) reads every artifact (safetensors writes 0600).
 RUN case "${VARIANT}" in \
@@ -108,12 +109,13 @@ COPY --from=stub /src/python_backend/build/triton_python_backend_stub /opt/trito
 COPY --from=build /out/wheels /opt/modelrepo/wheels
 COPY --from=build /out/requirements /opt/modelrepo/requirements
 # The project's wheel (no hand-picked modules: the image imports what the tests import) and exactly its
-# `serving` extra, every transitive version as in the build venv (tests/deploy/test_container_rehearsal.py
-# runs this stage on the host).
+# `serving` extra (the models) and `gateway` extra (the OpenAI gateway), every transitive version as in
+# the build venv (tests/deploy/test_container_rehearsal.py runs this stage on the host).
 RUN python3.11 -m venv /opt/modelrepo/venv \
     && /opt/modelrepo/venv/bin/pip install --no-cache-dir --no-deps /opt/modelrepo/wheels/modelrepo-*.whl \
     && /opt/modelrepo/venv/bin/pip install --no-cache-dir \
-         -r /opt/modelrepo/requirements/serving.txt -c /opt/modelrepo/requirements/constraints.txt
+         -r /opt/modelrepo/requirements/serving.txt -r /opt/modelrepo/requirements/gateway.txt \
+         -c /opt/modelrepo/requirements/constraints.txt
 # The stub takes python3 (stdlib + site-packages) from PATH: the venv's 3.11, as `modelrepo serve` does.
 # Caches, logs and keys go under HOME (modelrepo.paths.cache_dir), never under the install.
 ENV PATH=/opt/modelrepo/venv/bin:${PATH} \
@@ -126,7 +128,8 @@ RUN (id -u 1000 >/dev/null 2>&1 || useradd --uid 1000 --no-create-home --shell /
     && mkdir -p /home/modelrepo && chown 1000:1000 /home/modelrepo
 USER 1000
 WORKDIR /home/modelrepo
-EXPOSE 8000 8001 8002
+# Triton's HTTP, gRPC and metrics ports; the OpenAI gateway's (MODELREPO_OPENAI_PORT; off: none).
+EXPOSE 8000 8001 8002 9000
 # Ready = every model loaded (--strict-readiness); model loading takes minutes, hence the start period.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-m", "modelrepo.triton.launch", "--health"]

@@ -1,4 +1,6 @@
-"""The gateway as a child process of `modelrepo serve` (its own event loop, its own crash domain)."""
+"""The gateway as a child process of `modelrepo serve` and of the image's entrypoint (its own event
+loop, its own crash domain). Standard library only, Python 3.10-compatible: modelrepo.triton.launch
+imports it before anything else is known to be installed."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-from modelrepo.python_backends.llm.chat import TOKENIZER_DIR
+from modelrepo.python_backends.llm.layout import TOKENIZER_DIR
 
 
 def tokenizer_dir(model_repository: Path) -> Path | None:
@@ -45,6 +48,20 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+def keep_running(gateway: GatewayProcess, triton_ready: Callable[[], bool], stopping: Callable[[], bool],
+                 log=print, interval_s: float = 1.0) -> None:
+    """Start the gateway once Triton is ready, and again whenever it exits by itself, until `stopping()`
+    (stopping it is then the caller's job). Run in a thread beside the Triton supervisor."""
+    while not stopping():
+        process = gateway.process
+        if (process is None or process.poll() is not None) and triton_ready() and not stopping():
+            if process is not None:
+                log(f"the OpenAI gateway exited by itself with code {process.returncode}; starting it again")
+            gateway.start()
+            log(f"the OpenAI gateway started (pid {gateway.process.pid})")
+        time.sleep(interval_s)
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:

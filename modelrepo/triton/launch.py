@@ -6,6 +6,9 @@ So by default this process starts tritonserver as its child, forwards SIGTERM / 
 any model whose stub died and starts tritonserver again when it dies by itself, with backoff
 (modelrepo.triton.recovery.CrashOnly), as `modelrepo serve` does. It exits with tritonserver's exit
 code once stopped, or 128+signal after MODELREPO_MAX_RESTARTS restarts within the window (a crash loop).
+Once tritonserver is ready it also starts the OpenAI-compatible gateway (`python -m modelrepo.gateway`,
+with this process's python: the image's venv) on MODELREPO_OPENAI_PORT, bound to TRITON_HOST and
+reaching Triton over gRPC; it starts the gateway again if it exits by itself, and stops it on SIGTERM.
 
 Environment:
   MODELREPO_ADMIN_KEY   required: unlocks the restricted APIs (flags.RESTRICTED_APIS: model control,
@@ -23,8 +26,14 @@ Environment:
   MODELREPO_MAX_RESTARTS default 5: restarts within the window before giving up (0: never restart)
   MODELREPO_RESTART_WINDOW_S  default 300: restarts older than this are forgotten (the backoff,
                         1 s doubling, starts again)
+  MODELREPO_OPENAI_PORT default 9000: the OpenAI gateway's port (/v1/models, /v1/chat/completions,
+                        /v1/completions, /v1/embeddings, /health, /metrics); 0 or off: no gateway. It
+                        runs only supervised (MODELREPO_SUPERVISE=false execs tritonserver alone). It
+                        reads MODELREPO_ADMIN_KEY from the environment (never argv) and its API keys
+                        from MODELREPO_OPENAI_API_KEYS (comma-separated) or MODELREPO_OPENAI_API_KEYS_FILE
+                        (one per line); without either it is open to whoever reaches the port
 
-`--print` shows the command instead of running it; `--health` is the image's HEALTHCHECK (exit 0 iff
+`--print` shows the commands (tritonserver's, then the gateway's) instead of running them; `--health` is the image's HEALTHCHECK (exit 0 iff
 GET /v2/health/ready on the HTTP port answers 200). Standard library only, Python 3.10-compatible.
 """
 
@@ -34,15 +43,21 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 
+from modelrepo.gateway.process import GatewayProcess, gateway_command, keep_running
+from modelrepo.gateway.settings import DEFAULT_PORT as DEFAULT_OPENAI_PORT
 from modelrepo.triton.control import RunningServer
 from modelrepo.triton.flags import ALL_INTERFACES, DEFAULT_PORTS, RESTRICTED_APIS, client_host, tritonserver_args
-from modelrepo.triton.recovery import CrashOnly, RestartPolicy
+from modelrepo.triton.recovery import CrashOnly, RestartPolicy, describe_exit
 
 ADMIN_KEY_ENV = "MODELREPO_ADMIN_KEY"
 DEFAULT_MODEL_REPOSITORY = "/models"  # NGC convention; the image copies the repository here
 DEFAULT_TRITONSERVER = "/opt/tritonserver/bin/tritonserver"
+OPENAI_PORT_ENV = "MODELREPO_OPENAI_PORT"
+NO_GATEWAY = ("0", "off")
 
 
 class LaunchError(ValueError):
@@ -55,6 +70,29 @@ def _port(env: Mapping[str, str], name: str) -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise LaunchError(f"{variable}={raw!r}: must be a port number 1..65535")
     return int(raw)
+
+
+def openai_port(env: Mapping[str, str]) -> int | None:
+    """The gateway's port, or None when MODELREPO_OPENAI_PORT turns it off."""
+    raw = env.get(OPENAI_PORT_ENV, str(DEFAULT_OPENAI_PORT)).strip().lower()
+    if raw in NO_GATEWAY:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise LaunchError(f"{OPENAI_PORT_ENV}={raw!r}: must be a port number 1..65535, or 0 / off (no gateway)")
+    taken = {name: _port(env, name) for name in DEFAULT_PORTS}
+    clash = [name for name, port in taken.items() if port == int(raw)]
+    if clash:
+        raise LaunchError(f"{OPENAI_PORT_ENV}={raw}: Triton's {clash[0]} port already uses it")
+    return int(raw)
+
+
+def gateway(env: Mapping[str, str]) -> list[str] | None:
+    """The gateway's command (no secret in it: the admin key reaches it by the environment), or None."""
+    port = openai_port(env)
+    if port is None:
+        return None
+    grpc_url = f"{client_host(_host(env))}:{_port(env, 'grpc')}"
+    return gateway_command(grpc_url, _host(env), port, Path(env.get("MODEL_REPOSITORY", DEFAULT_MODEL_REPOSITORY)))
 
 
 def _flag(env: Mapping[str, str], variable: str, default: bool) -> bool:
@@ -129,22 +167,27 @@ def main(argv: list[str] | None = None) -> int:
         cmd = command(os.environ)
         supervised = _flag(os.environ, "MODELREPO_SUPERVISE", True)
         policy = restart_policy(os.environ)
+        gateway_cmd = gateway(os.environ) if supervised else None
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     key = os.environ[ADMIN_KEY_ENV].strip()
     # The key never reaches the log.
     print(("supervise " if supervised else "exec ") + " ".join(redacted(cmd, key)), flush=True)
+    if gateway_cmd:
+        print("gateway (once tritonserver is ready) " + " ".join(gateway_cmd), flush=True)
     if "--print" in argv:
         return 0
     if not supervised:
         os.execv(cmd[0], cmd)
-    return run_supervised(cmd, RunningServer(_http_address(os.environ), key), policy)
+    return run_supervised(cmd, RunningServer(_http_address(os.environ), key), policy, gateway_cmd)
 
 
-def run_supervised(cmd: list[str], server: RunningServer, policy: RestartPolicy) -> int:
+def run_supervised(cmd: list[str], server: RunningServer, policy: RestartPolicy,
+                   gateway_cmd: list[str] | None = None) -> int:
     """tritonserver as a child: signals forwarded, dead stubs healed, restarted when it dies by itself;
-    returns its exit code once stopped, or non-zero when the restarts run out."""
+    the gateway (if any) started once it is ready and stopped with it; returns tritonserver's exit code
+    once stopped, or non-zero when the restarts run out."""
     stopping = False
     signalled: set[int] = set()  # the tritonserver pids a signal was forwarded to
     # its own process group, so the stubs of a server that died can be killed with it
@@ -160,7 +203,21 @@ def run_supervised(cmd: list[str], server: RunningServer, policy: RestartPolicy)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    given_up = keeper.run()
+    front = GatewayProcess(gateway_cmd) if gateway_cmd else None
+    watcher = None
+    if front is not None:
+        watcher = threading.Thread(target=keep_running, name="gateway", daemon=True,
+                                   args=(front, server.is_ready, lambda: stopping, lambda line: print(line, flush=True)))
+        watcher.start()
+    try:
+        given_up = keeper.run()
+    finally:
+        stopping = True  # also when the restarts ran out: the gateway goes with tritonserver
+        if watcher is not None:
+            watcher.join()
+            code = front.stop()
+            if code is not None:  # uvicorn ends by the SIGTERM it was sent once it has shut down
+                print(f"the OpenAI gateway stopped ({describe_exit(code)})", flush=True)
     if given_up is not None:
         return given_up
     if keeper.process.pid not in signalled and keeper.process.poll() is None:  # started as the signal came

@@ -23,10 +23,10 @@ from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.llm import protocol as p
 from modelrepo.python_backends.llm.chat_tokenizer import ChatTokenizer
+from modelrepo.python_backends.llm.layout import TOKENIZER_DIR
 from modelrepo.python_backends.text_tokenizer import decode_text
 from modelrepo.python_backends.triton_adapter import REQUEST_PARAMETERS
 
-TOKENIZER_DIR = "tokenizer"
 ROLES = ("system", "user", "assistant")
 
 

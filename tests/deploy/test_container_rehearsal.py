@@ -1,11 +1,13 @@
 """The container image, rehearsed: the Dockerfile's runtime stage carried out on this host
 (tests/deploy/container_rehearsal.py), its entrypoint run as uid 1000 with the checkout on no path.
 Every model loads, every public model answers over HTTP and gRPC exactly as the checkout's server
-does, nothing is written outside HOME and the temp dir, and SIGTERM ends it cleanly."""
+does, the OpenAI gateway the entrypoint starts answers, nothing is written outside HOME and the temp
+dir, and SIGTERM ends it (tritonserver and the gateway) cleanly."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -26,6 +29,7 @@ from tests.integration.triton_calls import Caller, texts
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 ADMIN_KEY = "rehearsal-admin-key-0123456789"
+OPENAI_KEY = "rehearsal-openai-key"  # the gateway's API key, given by the environment as `docker run -e`
 READY_TIMEOUT_S = 600  # model loading on a busy 2-core machine; the test asserts readiness, not speed
 
 CREDIT_ROWS = {
@@ -50,10 +54,11 @@ PROMPT = "Name one colour of the sky."
 def image():
     """The rehearsed image filesystem and its entrypoint, running as uid 1000."""
     rehearsal = rehearse(Path(sys.prefix))
-    http, grpc, metrics = free_ports(3)
+    http, grpc, metrics, openai_port = free_ports(4)
     env = rehearsal.entrypoint_env({
         "MODELREPO_ADMIN_KEY": ADMIN_KEY, "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc),
-        "TRITON_METRICS_PORT": str(metrics), "PYTHONUNBUFFERED": "1",
+        "TRITON_METRICS_PORT": str(metrics), "MODELREPO_OPENAI_PORT": str(openai_port),
+        "MODELREPO_OPENAI_API_KEYS": OPENAI_KEY, "PYTHONUNBUFFERED": "1",
     })
     before = snapshot(rehearsal.root, writable=(env["HOME"], env["TMPDIR"]))
     log = rehearsal.root / "entrypoint.log"
@@ -157,19 +162,75 @@ def test_every_llm_model_answers_over_http_and_a_grpc_stream_as_the_checkouts_se
     assert streamed.error is None and streamed.text == expected["text_output"]
 
 
+@pytest.fixture(scope="module")
+def gateway(image):
+    """An HTTP client of the gateway the entrypoint started once Triton was ready, with the API key."""
+    _, process, _, env, _, log = image
+    url = f"http://127.0.0.1:{env['MODELREPO_OPENAI_PORT']}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {OPENAI_KEY}"}) as client:
+        while True:
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, f"the entrypoint exited with {process.returncode}:\n{why(log)}"
+            assert time.monotonic() < deadline, f"the gateway was not healthy after {READY_TIMEOUT_S} s:\n{why(log)}"
+            time.sleep(1)
+        yield client
+
+
+def gateway_pids(launcher_pid: int) -> list[int]:
+    return [pid for pid in child_pids(launcher_pid, zombies=False)
+            if b"modelrepo.gateway" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def test_the_gateway_runs_from_the_venv_and_lists_the_models_with_the_key_only(image, gateway):
+    rehearsal, process, server, *_ = image
+    (pid,) = gateway_pids(process.pid)
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert command[0].decode().startswith(str(rehearsal.host("/opt/modelrepo/venv"))), command
+    assert ADMIN_KEY.encode() not in b" ".join(command)  # the admin key reaches it by the environment only
+    assert httpx.get(gateway.base_url.join("/v1/models"), timeout=60).status_code == 401  # no key
+    answer = gateway.get("/v1/models")
+    assert answer.status_code == 200, answer.text
+    listed = {model["id"] for model in answer.json()["data"]}
+    assert {"text_embedding", "llm_bls"} <= listed <= set(server.model_states()), listed
+
+
+def test_the_gateways_embeddings_equal_text_embedding(gateway, grpc_client):
+    import tritonclient.grpc as grpcclient
+
+    sentences = ["Green tea, brewed for three minutes.", "A second query"]
+    answer = gateway.post("/v1/embeddings", json={"model": "text_embedding", "input": sentences})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert [item["index"] for item in data] == [0, 1]
+    tensor = grpcclient.InferInput("TEXT", [2, 1], "BYTES")
+    tensor.set_data_from_numpy(texts(*sentences))
+    expected = grpc_client.infer("text_embedding", [tensor]).as_numpy("EMBEDDING")
+    got = np.array([item["embedding"] for item in data], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_the_image_writes_only_under_home_and_the_temp_dir(image):
     rehearsal, _, _, env, before, _ = image
     after = snapshot(rehearsal.root, writable=(env["HOME"], env["TMPDIR"]))
     assert after == before, sorted(after ^ before)[:20]
 
 
-def test_sigterm_stops_the_image_cleanly(image):
+def test_sigterm_stops_the_image_cleanly(image, gateway):
     _, process, _, _, _, log = image
+    (gateway_pid,) = gateway_pids(process.pid)
     process.send_signal(signal.SIGTERM)
     code = process.wait(timeout=120)  # Triton's --exit-timeout-secs (15 s) bounds the unload
     text = log.read_text(errors="replace")
     assert f"tritonserver exited with code {code}\n" in text  # the launcher forwards tritonserver's code
     assert not child_pids(process.pid)
+    assert not Path(f"/proc/{gateway_pid}").exists(), "the gateway outlived the entrypoint"
+    # uvicorn shuts down on SIGTERM, then ends by that signal; never the SIGKILL after the grace time
+    assert re.search(r"^the OpenAI gateway stopped \((exit code 0|killed by SIGTERM)\)$", text, re.MULTILINE), text[-3000:]
     # 0, or Triton's own verdict that a model's unload outlasted the exit timeout (stubs still finishing
     # on a busy 2-core machine): a stop either way, never a crash.
     assert code == 0 or "Exit timeout expired. Exiting immediately." in text, text[-3000:]

@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from modelrepo.paths import REPO_ROOT
 from modelrepo.pins import pins, pyproject
-from modelrepo.serving_requirements import declared_serving_requirements, requirement_name
+from modelrepo.serving_requirements import EXTRA, EXTRAS, declared_serving_requirements, extra_requirements, requirement_name
 from modelrepo.tools import venv_tool
 from modelrepo.triton import launch
 from modelrepo.triton.flags import ALL_INTERFACES, RESTRICTED_APIS
@@ -89,7 +90,7 @@ def test_runtime_is_non_root_with_a_readiness_healthcheck_and_the_shared_launche
     assert re.search(r"^USER 1000$", runtime, flags=re.MULTILINE)
     assert 'CMD ["python3", "-m", "modelrepo.triton.launch", "--health"]' in runtime
     assert 'ENTRYPOINT ["python3", "-m", "modelrepo.triton.launch"]' in runtime
-    assert "EXPOSE 8000 8001 8002" in runtime
+    assert "EXPOSE 8000 8001 8002 9000" in runtime  # Triton's HTTP, gRPC, metrics; the OpenAI gateway
     # What the image copies exists, so `docker build` does not fail on a stale path.
     for sources in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
         for source in sources.split():
@@ -130,6 +131,37 @@ def test_the_launcher_refuses_to_start_without_an_admin_key_and_never_prints_it(
     assert "--exit-on-error=false" in launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_EXIT_ON_ERROR": "false"})
     with pytest.raises(launch.LaunchError, match="TRITON_EXIT_ON_ERROR='no': must be true or false"):
         launch.command({launch.ADMIN_KEY_ENV: secret, "TRITON_EXIT_ON_ERROR": "no"})
+
+
+def test_the_launcher_runs_the_gateway_beside_tritonserver_unless_turned_off():
+    secret = "s3cr3t-admin-key-value"
+    env = {"PATH": "/usr/bin", "PYTHONPATH": str(REPO_ROOT), launch.ADMIN_KEY_ENV: secret}
+    done = subprocess.run([sys.executable, "-m", "modelrepo.triton.launch", "--print"], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and secret not in done.stdout + done.stderr, done.stderr
+    triton, gateway = done.stdout.splitlines()
+    assert triton.startswith("supervise /opt/tritonserver/bin/tritonserver ")
+    assert gateway.startswith("gateway (once tritonserver is ready) ")
+    cmd = launch.gateway(env)
+    assert gateway.endswith(" ".join(cmd))
+    # the image's venv python (the launcher's own), on TRITON_HOST, to Triton's gRPC port on loopback
+    assert cmd[:3] == [sys.executable, "-m", "modelrepo.gateway"]
+    assert cmd[3:9] == ["--triton-grpc", "127.0.0.1:8001", "--host", ALL_INTERFACES, "--port", "9000"]
+    assert launch.gateway({**env, "TRITON_HOST": "127.0.0.1", "TRITON_GRPC_PORT": "9101",
+                           launch.OPENAI_PORT_ENV: "9100"})[3:9] == \
+           ["--triton-grpc", "127.0.0.1:9101", "--host", "127.0.0.1", "--port", "9100"]
+    for off in ("0", "off", "OFF"):
+        assert launch.gateway({**env, launch.OPENAI_PORT_ENV: off}) is None
+    done = subprocess.run([sys.executable, "-m", "modelrepo.triton.launch", "--print"],
+                          env={**env, launch.OPENAI_PORT_ENV: "off"}, capture_output=True, text=True)
+    assert done.returncode == 0 and "modelrepo.gateway" not in done.stdout
+    with pytest.raises(launch.LaunchError, match="MODELREPO_OPENAI_PORT='nine': must be a port number 1..65535, or 0 / off"):
+        launch.gateway({**env, launch.OPENAI_PORT_ENV: "nine"})
+    with pytest.raises(launch.LaunchError, match="MODELREPO_OPENAI_PORT=8001: Triton's grpc port already uses it"):
+        launch.gateway({**env, launch.OPENAI_PORT_ENV: "8001"})
+    done = subprocess.run([sys.executable, "-m", "modelrepo.triton.launch", "--print"],
+                          env={**env, launch.OPENAI_PORT_ENV: "99999"}, capture_output=True, text=True)
+    assert done.returncode == 2 and "MODELREPO_OPENAI_PORT='99999'" in done.stderr and "Traceback" not in done.stderr
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -180,20 +212,35 @@ def third_party_closure(entry_files: list[Path]) -> dict[str, str]:
     return found
 
 
+# top-level import name -> its distribution (the extras name distributions)
 IMPORT_NAMES = {"onnxruntime": "onnxruntime", "numpy": "numpy", "scipy": "scipy", "tokenizers": "tokenizers", "jinja2": "jinja2",
-                "torch": "torch", "transformers": "transformers", "safetensors": "safetensors"}
+                "torch": "torch", "transformers": "transformers", "safetensors": "safetensors",
+                "fastapi": "fastapi", "uvicorn": "uvicorn", "pydantic": "pydantic", "prometheus_client": "prometheus-client",
+                "tritonclient": "tritonclient", "grpc": "grpcio"}
+
+
+def assert_extra_is_the_import_closure(extra: str, entries: list[Path], unimported: set[str] = frozenset()) -> None:
+    """Every third-party module `entries` reach is provided by `extra`, and the extra provides nothing
+    else but `unimported` (import names needed without being imported by us)."""
+    reached = third_party_closure(entries)
+    declared = {requirement_name(r) for r in declared_serving_requirements(extra)}
+    provided = {module for module, package in IMPORT_NAMES.items() if package in declared}
+    assert set(reached) <= provided, {m: f for m, f in reached.items() if m not in provided}
+    assert provided - set(reached) <= unimported, provided - set(reached)
+    assert declared <= set(IMPORT_NAMES.values()), declared - set(IMPORT_NAMES.values())
 
 
 def test_everything_a_served_model_can_import_is_in_the_serving_extra():
     # model.py files and every modelrepo module they reach, lazily or not: each third-party import must
     # be a serving requirement, or the image fails at model load (a lazy modelrepo.paths did once).
-    entries = sorted((REPO_ROOT / "model_repository").glob("*/*/model.py"))
-    reached = third_party_closure(entries)
-    serving = {requirement_name(r) for r in declared_serving_requirements()}
-    provided = {module for module, package in IMPORT_NAMES.items() if package in serving}
-    assert set(reached) <= provided, {m: f for m, f in reached.items() if m not in provided}
     # safetensors: transformers reads llm_engine's weights with it (an optional dependency of transformers).
-    assert provided - set(reached) <= {"safetensors"}, provided - set(reached)
+    assert_extra_is_the_import_closure(EXTRA, sorted((REPO_ROOT / "model_repository").glob("*/*/model.py")),
+                                       unimported={"safetensors"})
+
+
+def test_everything_the_gateway_can_import_is_in_the_gateway_extra():
+    # `python -m modelrepo.gateway`, which the image's entrypoint starts (its app imported lazily).
+    assert_extra_is_the_import_closure("gateway", [REPO_ROOT / "modelrepo/gateway/__main__.py"])
 
 
 def test_the_launcher_needs_only_the_standard_library():
@@ -201,10 +248,25 @@ def test_the_launcher_needs_only_the_standard_library():
     assert third_party_closure([REPO_ROOT / "modelrepo/triton/launch.py"]) == {}
 
 
-def test_the_serving_extra_is_pinned_as_the_projects_dependencies():
-    pinned = {requirement_name(r): r for r in pyproject()["project"]["dependencies"]}
-    for requirement in declared_serving_requirements():
-        assert pinned.get(requirement_name(requirement)) == requirement, requirement
+@pytest.mark.parametrize("extra", EXTRAS)
+def test_the_image_extras_are_pinned_as_the_projects_dependencies(extra):
+    # the same version (extras may differ: the gateway needs only tritonclient's gRPC client)
+    pinned = {requirement_name(r): Requirement(r).specifier for r in pyproject()["project"]["dependencies"]}
+    for requirement in declared_serving_requirements(extra):
+        assert pinned.get(requirement_name(requirement)) == Requirement(requirement).specifier, requirement
+
+
+def test_the_requirements_of_each_extra_are_read_from_the_wheels_metadata():
+    requires_dist = ['numpy==1.26.4; extra == "serving"', 'tritonclient[grpc]==2.51.0; extra == "gateway"',
+                     "rich==15.0.0"]
+    assert extra_requirements(requires_dist) == ["numpy==1.26.4"]
+    assert extra_requirements(requires_dist, "gateway") == ["tritonclient[grpc]==2.51.0"]
+    done = subprocess.run([sys.executable, "-m", "modelrepo.serving_requirements", "--extra", "gateway"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0 and done.stdout.split() == declared_serving_requirements("gateway"), done.stderr
+    done = subprocess.run([sys.executable, "-m", "modelrepo.serving_requirements", "--extra", "bench"],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 2 and "--extra 'bench': must be one of serving, gateway" in done.stderr
 
 
 def test_the_runtime_stage_installs_the_wheel_and_copies_no_source():
@@ -213,8 +275,9 @@ def test_the_runtime_stage_installs_the_wheel_and_copies_no_source():
     assert context_copies == [], "the image must install the wheel, not copy modules: " + str(context_copies)
     installs = " ".join(i.arguments for i in runtime.all("RUN"))
     assert "pip install --no-cache-dir --no-deps /opt/modelrepo/wheels/modelrepo-*.whl" in installs
-    assert "-r /opt/modelrepo/requirements/serving.txt" in installs
+    assert "-r /opt/modelrepo/requirements/serving.txt -r /opt/modelrepo/requirements/gateway.txt" in installs
     build = " ".join(i.arguments for i in stages()["build"].all("RUN"))
     assert "pip wheel --no-deps --wheel-dir /out/wheels ." in build
-    assert "modelrepo.serving_requirements /out/wheels/modelrepo-*.whl" in build
+    assert "modelrepo.serving_requirements /out/wheels/modelrepo-*.whl > /out/requirements/serving.txt" in build
+    assert "modelrepo.serving_requirements --extra gateway /out/wheels/modelrepo-*.whl > /out/requirements/gateway.txt" in build
     assert "PYTHONPATH" not in " ".join(i.arguments for i in runtime.all("ENV"))  # the stub ignores it anyway

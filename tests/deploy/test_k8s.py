@@ -29,12 +29,14 @@ import yaml
 from modelrepo.paths import REPO_ROOT
 from modelrepo.pins import pins
 from modelrepo.tools import system_tool, venv_tool
+from modelrepo.gateway.settings import DEFAULT_PORT as OPENAI_PORT
 from modelrepo.triton.flags import DEFAULT_PORTS, EXIT_TIMEOUT_S
 
 K8S = REPO_ROOT / "k8s"
 YAMLLINT_CONFIG = K8S / ".yamllint"
 NAMESPACE = "modelrepo"
 APP_LABEL = {"app.kubernetes.io/name": "modelrepo"}
+PORTS = {**DEFAULT_PORTS, "openai": OPENAI_PORT}  # Triton's and the OpenAI gateway's
 
 # Directories rendered as they are.
 DIRECTORIES = {
@@ -351,11 +353,14 @@ def test_deployment_contract(renderings, name):
         c = triton(d)
         assert d["metadata"]["namespace"] == NAMESPACE, label
         assert c["image"].startswith(f"{IMAGE}:"), (label, c["image"])
-        assert {p["name"]: p["containerPort"] for p in c["ports"]} == DEFAULT_PORTS, label
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == PORTS, label
+        assert env_of(c)["MODELREPO_OPENAI_PORT"]["value"] == str(OPENAI_PORT), label
 
-        # Probes: start-up and readiness on /v2/health/ready, liveness on /v2/health/live.
-        for probe, path in (("startupProbe", "ready"), ("readinessProbe", "ready"), ("livenessProbe", "live")):
+        # Probes: start-up on /v2/health/ready, liveness on /v2/health/live; readiness on the gateway's
+        # /health (200 only while Triton is ready), so a pod serves once both answer.
+        for probe, path in (("startupProbe", "ready"), ("livenessProbe", "live")):
             assert c[probe]["httpGet"] == {"path": f"/v2/health/{path}", "port": "http"}, (label, probe)
+        assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "openai"}, label
         startup = c["startupProbe"]
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 180, f"{label}: start-up budget < 3 min"
 
@@ -412,7 +417,10 @@ def test_services_and_disruption_budgets(renderings, name):
     for s in services:
         matched = [n for n, labels in pods.items() if subset(s["spec"]["selector"], labels)]
         assert len(matched) == 1, f"{name}: Service {s['metadata']['name']} selects {matched}"
-        assert {p["name"]: p["port"] for p in s["spec"]["ports"]} == DEFAULT_PORTS, s["metadata"]["name"]
+        assert {p["name"]: p["port"] for p in s["spec"]["ports"]} == PORTS, s["metadata"]["name"]
+    for policy in r.of_kind("NetworkPolicy"):  # inference from anywhere in the cluster, the gateway included
+        from_anywhere = {p["port"] for rule in policy["spec"]["ingress"] if "from" not in rule for p in rule["ports"]}
+        assert from_anywhere == {"http", "grpc", "openai"}, policy["metadata"]["name"]
     budgets = r.of_kind("PodDisruptionBudget")
     assert len(budgets) == len(pods), f"{name}: one PodDisruptionBudget per Deployment"
     for pdb in budgets:
