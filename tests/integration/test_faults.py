@@ -150,7 +150,10 @@ def test_the_image_entrypoint_supervises_tritonserver_and_heals_a_killed_stub(tm
     key = "entrypoint-test-key"
     env = {**local.environment(), "MODELREPO_ADMIN_KEY": key, "MODEL_REPOSITORY": str(repository),
            "TRITONSERVER": str(wrapper), "TRITON_HTTP_PORT": str(http), "TRITON_GRPC_PORT": str(grpc),
-           "TRITON_METRICS_PORT": str(metrics), "TRITON_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1"}
+           "TRITON_METRICS_PORT": str(metrics), "TRITON_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+           # tritonserver must be the launcher's only child here; the gateway it also starts is the
+           # container rehearsal's subject (tests/deploy/test_container_rehearsal.py)
+           "MODELREPO_OPENAI_PORT": "off"}
     log = tmp_path / "launch.log"
     with open(log, "wb") as out:
         launcher = subprocess.Popen([sys.executable, "-m", "modelrepo.triton.launch"], env=env, stdout=out,
