@@ -64,9 +64,14 @@ def bench(repository: Path, model: str, concurrencies: list[int], runs: int, req
     return results
 
 
+def spreads_of(results: dict[int, list[dict]]) -> dict[int, dict[str, Spread]]:
+    """concurrency → figure → median and range over the runs."""
+    return {c: {figure: Spread.of(r[figure] for r in runs) for figure in FIGURES} for c, runs in results.items()}
+
+
 def report_body(model: str, results: dict[int, list[dict]], budget_ms: float | None, requests: int,
                 input_data: str) -> tuple[list[str], dict]:
-    spreads = {c: {figure: Spread.of(r[figure] for r in runs) for figure in FIGURES} for c, runs in results.items()}
+    spreads = spreads_of(results)
     runs = len(next(iter(results.values())))
     budget = f"{budget_ms:g} ms" if budget_ms else "none stated"
     body = [

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from modelrepo.perf.tune_report import header_comments
-from modelrepo.triton.model_config import format_config, read_config
+from modelrepo.triton.model_config import format_config, parameter, read_config
 
 LATENCY_BUDGET_PARAMETER = "latency_budget_ms"
 RULE_FILENAME = "prometheus-rule.yaml"
@@ -47,8 +47,6 @@ def state_budget(public_dir: Path, name: str, budget_ms: float) -> None:
 def stated_budget_ms(repository: Path, model: str) -> float | None:
     """MODEL's `latency_budget_ms`, else its public model's (`add` states it on NAME, the model clients
     call, which for a classifier is the ensemble in front of NAME_model); None where neither states one."""
-    from modelrepo.triton.model_config import parameter
-
     public = parameter(read_config(repository / model), "public_model", model)
     for name in dict.fromkeys((model, public)):
         if (repository / name / "config.pbtxt").exists():

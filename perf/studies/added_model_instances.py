@@ -11,15 +11,13 @@ runs of at least 300 requests each, median (range). Writes perf/results/added_mo
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 import tempfile
 from pathlib import Path
 
 from modelrepo.cli import main as modelrepo
-from modelrepo.perf.analyzer import measure
-from modelrepo.perf.results import Spread, record
-from modelrepo.triton.server import TritonServer, free_ports
+from modelrepo.perf.model_bench import bench, spreads_of
+from modelrepo.perf.results import record
 
 MODEL = "diabetes"
 
@@ -47,21 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="added-instances-") as tmp:
         for instances in (1, 2):
             repository = added_repository(Path(tmp), instances)
-            key = secrets.token_urlsafe(12)
-            runs: dict[int, list[dict]] = {c: [] for c in args.concurrency}
-            with TritonServer(repository, *free_ports(3), admin_key=key, load_models=(MODEL,),
-                              log_path=Path(tmp) / f"tritonserver-{instances}.log") as server:
-                for _ in range(args.runs):
-                    for concurrency in args.concurrency:
-                        runs[concurrency].append(measure(MODEL, server.grpc_url, repository / MODEL / "perf_input.json",
-                                                         concurrency, key, Path(tmp) / "pa.csv",
-                                                         request_count=args.requests))
-            for concurrency, results in runs.items():
-                figures = {f: Spread.of(r[f] for r in results) for f in ("throughput_infer_per_s", "p50_ms", "p99_ms")}
+            workdir = Path(tmp) / f"bench-{instances}"
+            workdir.mkdir()
+            runs = bench(repository, MODEL, args.concurrency, args.runs, args.requests,
+                         str(repository / MODEL / "perf_input.json"), workdir)
+            for concurrency, figures in spreads_of(runs).items():
                 rows.append(f"| {instances} | {concurrency} | {figures['throughput_infer_per_s'].text(0)} | "
                             f"{figures['p50_ms'].text(1)} | {figures['p99_ms'].text(1)} |")
                 data[f"instances={instances},concurrency={concurrency}"] = {
-                    "runs": results, **{f: s.as_dict() for f, s in figures.items()}}
+                    "runs": runs[concurrency], **{f: s.as_dict() for f, s in figures.items()}}
     body = [
         f"`{MODEL}` (LightGBM regressor, ONNX via onnxmltools, onnxruntime backend, 1 intra-op thread per "
         f"instance), as `modelrepo add` writes it but for `--instances`; perf_analyzer over gRPC, closed loop, "

@@ -66,8 +66,7 @@ class ChatPreprocessor:
 
     def conversation_ids(self, messages: list[dict[str, str]], input_name: str = p.MESSAGES) -> list[int]:
         """The chat template over checked turns (see `parse_messages`), with the assistant prefix."""
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         if len(ids) > self.max_prompt_tokens:
             raise InputError(
                 input_name,

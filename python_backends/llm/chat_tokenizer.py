@@ -52,10 +52,9 @@ class ChatTokenizer:
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens)
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True,
-                            tokenize: bool = True) -> list[int] | str:
-        text = self.render(messages, add_generation_prompt)
-        return self.encode(text) if tokenize else text
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> list[int]:
+        """The rendered conversation's ids (transformers' apply_chat_template with tokenize=True)."""
+        return self.encode(self.render(messages, add_generation_prompt))
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids

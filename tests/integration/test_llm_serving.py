@@ -52,7 +52,7 @@ def test_chunks_are_valid_utf8_and_never_repeat_text(server):
 
 
 def test_the_engine_speaks_tensorrt_llm_tensors_and_honours_max_tokens(server, llm_tokenizer):
-    ids = llm_tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True)
+    ids = llm_tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
     ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
     inputs = {
         p.INPUT_IDS: np.array([ids], dtype=np.int32),
