@@ -1,7 +1,8 @@
 """`modelrepo build MODEL --target T --precision P`: export → calibrate → compile → render.
 
 - export: the repository build (`build_all`) exports every ONNX graph and checks its parity;
-- calibrate (int8): a QDQ graph within the accuracy budget (minilm_int8), cached by its inputs;
+- calibrate (int8): a QDQ graph within the accuracy budget, by the calibration step the model's
+  registry entry defines (build/registry.py; minilm_encoder's in build/shipped.py), cached by its inputs;
 - compile (tensorrt): a plan for the pinned TensorRT, with its optimisation profile and metadata;
 - render: a complete repository in `--output` — every other model copied unchanged (ensembles and
   pre/post-processing never change with the target), this model's config rendered for the target.
@@ -16,17 +17,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from modelrepo.build import minilm_int8, quantize, sentiment, targets, tensorrt_plan
-from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, run_step, source_of
+from modelrepo.build import minilm_int8, quantize, registry, targets, tensorrt_plan
 from modelrepo.build.outputs import check_output, copy_repository, render_into
 from modelrepo.build.reports import REPORT_JSON, REPORT_MD
 from modelrepo.paths import cache_dir
-from modelrepo.python_backends import onnx_runner, text_tokenizer
 from modelrepo.triton.model_config import read_config, write_config
 
-INT8_MODELS = ("minilm_encoder",)  # models whose own calibration and held-out data are defined
 RENDER_RECORD = "target.json"
 
 
@@ -49,10 +45,21 @@ class BuildRequest:
             raise targets.TargetError(
                 f"{self.model} has no ONNX graph to compile; models with one: {', '.join(onnx_models(repository))}"
             )
-        if self.precision == "int8" and self.model not in INT8_MODELS:
-            raise targets.TargetError(f"INT8 calibration data is defined for {', '.join(INT8_MODELS)} only")
+        if self.precision == "int8" and calibration_step(repository, self.model) is None:
+            defined = registry.int8_models(repository)
+            raise targets.TargetError(
+                (f"INT8 calibration data is defined for {', '.join(defined)} only" if defined else
+                 "no model of this repository has INT8 calibration data defined")
+                + "; a model of your own gets its INT8 graph from `modelrepo add NAME SOURCE --precision int8 "
+                "--calibration-data FILE --force`")
         if self.calibration not in quantize.METHODS:
             raise targets.TargetError(f"--calibration must be one of {quantize.METHODS}")
+
+
+def calibration_step(repository: Path, model: str):
+    """The registry's INT8 calibration of `model`, or None where no calibration data is defined for it."""
+    entry = registry.entry_for(repository, model)
+    return entry.int8.get(model) if entry else None
 
 
 def onnx_versions(model_dir: Path) -> list[Path]:
@@ -61,38 +68,6 @@ def onnx_versions(model_dir: Path) -> list[Path]:
 
 def onnx_models(repository: Path) -> list[str]:
     return sorted(path.name for path in repository.iterdir() if path.is_dir() and onnx_versions(path))
-
-
-def int8_encoder_step(repository: Path, request: BuildRequest, force: bool = False) -> StepResult:
-    """The calibrated QDQ encoder, in the build cache (rebuilt only when an input changes)."""
-    encoder_dir = repository / "minilm_encoder" / "1"
-    head_dir = repository / "sentiment_head" / "1"
-    embeddings_file = cache_dir() / "build" / "review_embeddings" / sentiment.EMBEDDINGS_FILENAME
-    inputs = {
-        "encoder": json.loads((encoder_dir / STAMP_FILENAME).read_text())["input_hash"],
-        "head": json.loads((head_dir / STAMP_FILENAME).read_text())["input_hash"],
-        "method": request.calibration,
-        "calib_samples": request.calib_samples,
-        "budget": [request.budget.min_mean_cosine, request.budget.max_accuracy_drop],
-        "code": source_of(minilm_int8, quantize, onnx_runner, text_tokenizer),
-    }
-
-    def produce(out: Path) -> dict:
-        with np.load(embeddings_file) as data:
-            test_embeddings = data["testing_data"]
-        return minilm_int8.build_int8_encoder(
-            out,
-            encoder_dir / targets.ONNX_FILENAME,
-            repository / "minilm_tokenizer" / "1" / "tokenizer",
-            test_embeddings,
-            head_dir / "head.npz",
-            request.calibration,
-            request.calib_samples,
-            request.budget,
-        )
-
-    output_dir = cache_dir() / "build" / f"minilm_encoder_int8_{request.calibration}"
-    return run_step("minilm_encoder_int8", output_dir, inputs, produce, force=force)
 
 
 def render_repository(repository: Path, output: Path, request: BuildRequest, force: bool = False, log=print,
@@ -113,7 +88,7 @@ def render_repository(repository: Path, output: Path, request: BuildRequest, for
     sources = {version.name: version / targets.ONNX_FILENAME for version in onnx_versions(repository / request.model)}
     reports: list[Path] = []
     if request.precision == "int8":
-        step = int8_encoder_step(repository, request, force=force)
+        step = calibration_step(repository, request.model)(repository, request, force=force)
         log(f"int8 {request.model:<14} {'unchanged' if step.cached else 'built'}: {step.output_dir}")
         sources = {"1": step.output_dir / targets.ONNX_FILENAME}
         reports = [step.output_dir / REPORT_JSON, step.output_dir / REPORT_MD]

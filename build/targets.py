@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from modelrepo.triton.model_config import ModelConfig
 
 TARGETS = ("cpu", "onnxruntime", "tensorrt")
+# Targets a registry entry renders as a whole pipeline (build/shipped.py); named here so the CLI need not import the entries.
+PIPELINE_TARGETS = ("tensorrt-llm",)
 PRECISIONS = ("fp32", "fp16", "int8")
 PYTHON_RUNNER_PARAMETERS = ("intra_op_threads", "ragged_inputs", "onnx_file")
 ONNX_FILENAME = "model.onnx"

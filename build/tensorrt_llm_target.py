@@ -19,7 +19,6 @@ so clients do not notice the switch. No `${var}` templates anywhere.
 
 from __future__ import annotations
 
-import shlex
 import shutil
 from pathlib import Path
 
@@ -69,10 +68,6 @@ def engine_build_command(output: Path, repository: Path) -> list[str]:
         pins().ngc_trtllm_image,
         "python3", CONTAINER_SCRIPT, "/hf", f"/engine/{ENGINE_DIR}", "--expect-version", pins().tensorrt_llm,
     ]
-
-
-def shell_command(argv: list[str]) -> str:
-    return " ".join(shlex.quote(word) for word in argv)
 
 
 def engine_config(cpu_config: ModelConfig, limits: EngineLimits, engine_path: str) -> ModelConfig:

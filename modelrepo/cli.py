@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.build.quantize import DEFAULT_METHOD, METHODS
-from modelrepo.build.targets import PRECISIONS, TARGETS
+from modelrepo.build.targets import PIPELINE_TARGETS, PRECISIONS, TARGETS
 from modelrepo.pins import pins
 from modelrepo.triton.flags import ALL_INTERFACES, LOOPBACK
 from modelrepo.triton.recovery import RestartPolicy
 
 RESTART_POLICY = RestartPolicy()
-
-LLM_GPU_TARGET = "tensorrt-llm"
 
 
 def whole_number(text: str) -> int:
@@ -43,8 +42,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    """Every registry entry's steps; with NAME, its rendering for --target/--precision too.
+
+    NAME is a registry entry or one of its models (build/registry.py), shipped or added: nothing
+    here knows a model by name. A target an entry renders as a whole (tensorrt-llm) goes to
+    `_build_engine_target`; the ONNX targets compile or calibrate one graph model."""
     import warnings
 
+    from modelrepo.build import registry
     from modelrepo.build.pipeline import build_all
 
     # Tracing chatter from torch.onnx/transformers during export: the parity check against
@@ -52,9 +57,25 @@ def _build(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", module=r"(torch|transformers|sklearn)(\.|$)")
 
     repository = Path(args.model_repository)
-    request = None
-    if args.model == "llm" or args.target == LLM_GPU_TARGET:
-        return _build_llm(repository, args)
+    entry, request = None, None
+    if args.model:
+        entry = registry.entry_for(repository, args.model)
+        if entry is None:
+            names = ", ".join(e.name for e in registry.entries(repository))
+            print(f"error: no model or pipeline {args.model!r} in {repository} (pipelines: {names})", file=sys.stderr)
+            return 2
+    engine = registry.engine_targets().get(args.target)
+    if engine is not None:
+        return _build_engine_target(repository, entry, engine, args)
+    if args.model and args.model == entry.name and args.model not in _graph_models(repository):
+        if (args.target, args.precision) != ("cpu", "fp32"):
+            print(f"error: {args.model} has no ONNX graph of its own to render for --target {args.target} --precision "
+                  f"{args.precision}; name one of its models with a graph ({', '.join(_graph_models(repository, entry)) or 'none'})",
+                  file=sys.stderr)
+            return 2
+        build_all(repository, force=args.force)
+        print(f"{entry.name}: built in the repository ({', '.join(entry.models)}); serve it with `modelrepo serve`")
+        return 0
     if args.model:
         from modelrepo.build.minilm_int8 import AccuracyBudget
         from modelrepo.build.model_build import BuildRequest
@@ -78,57 +99,53 @@ def _build(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
 
-    results = build_all(repository, force=args.force)
-    for result in results:
-        report = result.report
-        if "parity_min_cosine" in report:
-            print(f"  encoder parity vs sentence-transformers: min cosine {report['parity_min_cosine']:.6f}")
-        if "test_accuracy" in report:
-            print(f"  sentiment head: accuracy {report['test_accuracy']:.4f}, ROC-AUC {report['test_roc_auc']:.4f}")
+    build_all(repository, force=args.force)
     if request is None:
         return 0
     return _build_target(repository, request, args)
 
 
-def _build_llm(repository: Path, args: argparse.Namespace) -> int:
-    """`build llm --target cpu` is the repository build itself; `--target tensorrt-llm` renders the
-    TensorRT-LLM repository and builds its engine in the pinned TensorRT-LLM image (Python 3.10) on a
-    GPU host; `--config-only` renders without the engine and prints the command that builds it."""
+def _graph_models(repository: Path, entry=None) -> list[str]:
+    from modelrepo.build.model_build import onnx_models
+
+    return [model for model in onnx_models(repository) if entry is None or model in entry.models]
+
+
+def _build_engine_target(repository: Path, entry, engine, args: argparse.Namespace) -> int:
+    """Render a pipeline for an engine target (TensorRT-LLM): the repository without its engine, then
+    the engine built in the pinned image on a GPU host; `--config-only` prints that command instead."""
     import subprocess
 
-    from modelrepo.build import tensorrt_llm_target
+    from modelrepo.build import registry
     from modelrepo.build.outputs import check_output
     from modelrepo.build.pipeline import build_all
     from modelrepo.build.targets import TargetError
 
-    if args.model != "llm" or args.target not in ("cpu", LLM_GPU_TARGET):
-        print(f"error: --target {LLM_GPU_TARGET} is for the model `llm` (targets cpu, {LLM_GPU_TARGET})", file=sys.stderr)
+    if entry is None or engine.name not in entry.engine_targets:
+        owners = ", ".join(e.name for e in registry.shipped_entries() if engine.name in e.engine_targets)
+        print(f"error: --target {engine.name} renders the pipeline {owners} (name it: modelrepo build {owners} "
+              f"--target {engine.name})", file=sys.stderr)
         return 2
-    output = Path(args.output or f"dist/{LLM_GPU_TARGET}/model_repository")
+    output = Path(args.output or f"dist/{engine.name}/model_repository")
     try:
-        if args.target == LLM_GPU_TARGET:
-            check_output(output, repository)
-            if not args.config_only:
-                tensorrt_llm_target.require_gpu()  # before minutes of building
+        check_output(output, repository)
+        if not args.config_only:
+            engine.require()  # before minutes of building
     except TargetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     build_all(repository, force=args.force)
-    if args.target == "cpu":
-        print("llm: cpu engine built in the repository (llm_engine/1/model); serve it with `modelrepo serve`")
-        return 0
     try:
-        tensorrt_llm_target.render(repository, output)
+        engine.render(repository, output)
     except TargetError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    command = tensorrt_llm_target.engine_build_command(output, repository)
+    command = engine.engine_command(output, repository)
     if args.config_only:
-        print(f"llm: TensorRT-LLM repository rendered into {output} without its engine; on a GPU host build it with\n"
-              f"  {tensorrt_llm_target.shell_command(command)}")
+        print(f"{entry.name}: {engine.name} repository rendered into {output} without its engine; on a GPU host build it with\n"
+              f"  {shlex.join(command)}")
         return 0
-    print(f"llm: building the TensorRT-LLM {pins().tensorrt_llm} engine in {pins().ngc_trtllm_image}:\n"
-          f"  {tensorrt_llm_target.shell_command(command)}", flush=True)
+    print(f"{entry.name}: building the {engine.name} engine in {engine.image()}:\n  {shlex.join(command)}", flush=True)
     try:
         code = subprocess.run(command).returncode
     except FileNotFoundError:
@@ -137,7 +154,7 @@ def _build_llm(repository: Path, args: argparse.Namespace) -> int:
     if code:
         print(f"error: the engine build exited with code {code}", file=sys.stderr)
         return 1
-    print(f"llm: TensorRT-LLM engine built into {output}; serve it in {pins().ngc_trtllm_image}")
+    print(f"{entry.name}: {engine.name} engine built into {output}; serve it in {engine.image()}")
     return 0
 
 
@@ -260,8 +277,8 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     build.add_argument("--force", action="store_true", help="rebuild even when the inputs are unchanged")
     build.add_argument(
-        "--target", choices=(*TARGETS, LLM_GPU_TARGET), default="cpu",
-        help=f"engine target (default cpu; {LLM_GPU_TARGET} for the model llm)",
+        "--target", choices=(*TARGETS, *PIPELINE_TARGETS), default="cpu",
+        help=f"engine target (default cpu; {', '.join(PIPELINE_TARGETS)}: a whole pipeline, e.g. llm)",
     )
     build.add_argument("--precision", choices=PRECISIONS, default="fp32", help="engine precision (default fp32)")
     build.add_argument("--calibration", choices=METHODS, default=DEFAULT_METHOD, help="INT8 calibration method")

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from modelrepo.gateway.process import GatewayProcess, gateway_command
+from modelrepo.gateway.process import GatewayProcess, gateway_command, keep_running
 from modelrepo.gateway.settings import DEFAULT_PORT as OPENAI_PORT
 from modelrepo.triton.admin import ADMIN_HEADER, ADMIN_KEY_ENV, admin_key
 from modelrepo.triton.control import ControlError
@@ -95,14 +96,22 @@ def _serve_started(server: TritonServer, started: float, startup_timeout_s: floa
         + "Ctrl-C stops the server.",
         flush=True,
     )
-    gateway = None
+    gateway, watcher, served = None, None, threading.Event()
     if openai_port:
+        # Started now and again whenever it exits by itself, with a back-off (as the image's entrypoint does).
         gateway = GatewayProcess(gateway_command(server.grpc_url, host, openai_port, model_repository))
         gateway.start()
+        print(f"the OpenAI gateway started (pid {gateway.process.pid})", flush=True)
+        watcher = threading.Thread(target=keep_running, name="gateway", daemon=True,
+                                   args=(gateway, server.is_ready, lambda: stopping() or served.is_set(),
+                                         lambda line: print(line, flush=True)))
+        watcher.start()
     try:
         return _keep_serving(server, policy, stopping)
     finally:
-        if gateway is not None:
+        served.set()
+        if watcher is not None:
+            watcher.join()
             gateway.stop()
 
 

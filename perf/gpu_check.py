@@ -154,6 +154,11 @@ def report(steps: list[Step], command: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    # No options: parsing first lets --help answer with the usage, not the no-GPU sentence.
+    argparse.ArgumentParser(prog="python -m modelrepo.perf.gpu_check", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     try:
         require_gpu_host()
     except GpuCheckUnavailable as err:

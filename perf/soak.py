@@ -195,14 +195,14 @@ def plots(run: dict, prefix: Path) -> list[Path]:
 
 def report(run: dict, judged: dict, command: str, images: list[Path]) -> str:
     lines = [
-        "# Soak (Triton 2.51, CPU, 2 cores shared with other work)", "",
+        "# Soak (Triton 2.51, CPU, 2 cores)", "",
         f"Command: `{command}`. Ran {run['elapsed_s'] / 60:.1f} min after the server was ready ({run['ready_s']:.0f} s); "
         f"fixed rate {run['rate']:g} requests/s in total, round robin over {', '.join(PIPELINES)} "
         "(gRPC; llm_bls as a gRPC stream); warm-up "
         f"{run['warmup_s']:.0f} s excluded from the growth figures. Tolerances: RSS growth < {RSS_TOLERANCE:.0%} per "
         f"process after warm-up, fds within ± {FD_TOLERANCE}, zero failed requests.", "",
         f"Machine load average (1 min) at start / end: {run['load_average'][0]:.1f} / {run['load_average'][-1]:.1f} "
-        f"(2 cores; other sessions' builds and servers ran too). Requests due but not sent when the load stopped "
+        f"(2 cores; the soak's own load included: above ~2 something else shared them). Requests due but not sent when the load stopped "
         f"(a backlog: the server fell behind the rate): {run['unsent']}. Latency is measured from each request's "
         "scheduled time.", "",
         f"**Verdict: {'PASS' if judged['pass'] else 'FAIL'}** ({judged['failed']} failed requests).", "",

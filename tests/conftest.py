@@ -67,7 +67,8 @@ def int8_encoder():
     Not part of `modelrepo build` (make serve does not need it): the first test session builds it in
     about 6 minutes on 2 cores, later ones reuse it while its inputs are unchanged.
     """
-    from modelrepo.build.model_build import BuildRequest, int8_encoder_step
+    from modelrepo.build.model_build import BuildRequest
+    from modelrepo.build.shipped import int8_encoder_step
 
     require_built_repository()
     return int8_encoder_step(MODEL_REPOSITORY, BuildRequest("minilm_encoder", precision="int8"))

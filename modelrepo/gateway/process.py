@@ -8,10 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 from modelrepo.python_backends.llm.layout import TOKENIZER_DIR
+from modelrepo.triton.recovery import RestartPolicy
+
+GATEWAY_BACKOFF = RestartPolicy()  # its max_restarts is not used: the gateway is always started again
 
 
 def tokenizer_dir(model_repository: Path) -> Path | None:
@@ -51,15 +55,32 @@ class GatewayProcess:
 
 
 def keep_running(gateway: GatewayProcess, triton_ready: Callable[[], bool], stopping: Callable[[], bool],
-                 log=print, interval_s: float = 1.0) -> None:
+                 log=print, interval_s: float = 1.0, backoff: RestartPolicy = GATEWAY_BACKOFF) -> None:
     """Start the gateway once Triton is ready, and again whenever it exits by itself, until `stopping()`
-    (stopping it is then the caller's job). Run in a thread beside the Triton supervisor."""
+    (stopping it is then the caller's job). Run in a thread beside the Triton supervisor.
+
+    Restarts back off like tritonserver's (1 s, doubling, at most 30 s; restarts older than the window
+    forgotten) but never give up: Triton keeps serving its own clients while the gateway crash-loops,
+    and OpenAIGatewayDown says so."""
+    recent: deque[float] = deque()  # when the restarts within the window happened
+    restarts, due = 0, None  # due: when an exited gateway may start again
     while not stopping():
         process = gateway.process
-        if (process is None or process.poll() is not None) and triton_ready() and not stopping():
-            if process is not None:
-                log(f"the OpenAI gateway exited by itself with code {process.returncode}; starting it again")
+        exited = process is not None and process.poll() is not None
+        now = time.monotonic()
+        if exited and due is None:
+            while recent and now - recent[0] > backoff.window_s:
+                recent.popleft()
+            delay = backoff.delay_s(len(recent))
+            due = now + delay
+            log(f"the OpenAI gateway exited by itself with code {process.returncode}; starting it again in {delay:g} s "
+                f"(restart {restarts + 1})")
+        if (process is None or (exited and now >= due)) and triton_ready() and not stopping():
+            if exited:
+                restarts += 1
+                recent.append(now)
             gateway.start()
+            due = None
             log(f"the OpenAI gateway started (pid {gateway.process.pid})")
         time.sleep(interval_s)
 

@@ -14,8 +14,9 @@ import argparse
 import sys
 
 from modelrepo.build.minilm_int8 import AccuracyBudget
-from modelrepo.build.model_build import BuildRequest, int8_encoder_step
+from modelrepo.build.model_build import BuildRequest
 from modelrepo.build.quantize import METHODS
+from modelrepo.build.shipped import int8_encoder_step
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.results import record
 

@@ -15,7 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from modelrepo.build.model_build import BuildRequest, int8_encoder_step, render_repository
+from modelrepo.build.model_build import BuildRequest, render_repository
+from modelrepo.build.shipped import int8_encoder_step
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import record

@@ -32,9 +32,14 @@ def candidates():
         yield f"MLP 128 alpha={alpha}", MLPClassifier((128,), alpha=alpha, max_iter=500, early_stopping=True, random_state=0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
     from sklearn.metrics import accuracy_score, roc_auc_score
 
+    # No options; parsing first makes --help print the usage instead of running the study.
+    argparse.ArgumentParser(prog="python -m modelrepo.perf.studies.sentiment_head_alternatives", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     warnings.filterwarnings("ignore")
     with np.load(cache_dir() / "build" / "review_embeddings" / EMBEDDINGS_FILENAME) as data:
         x_train, x_test = data["training_data"], data["testing_data"]

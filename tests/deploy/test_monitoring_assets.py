@@ -59,6 +59,8 @@ KEY_RECORDINGS = {
     "model:nv_inference_queue_duration_seconds:mean_rate5m", "model:nv_inference_request_duration_seconds:p99_1m",
     "model:nv_inference_pending_request_count:sum", "model:llm_time_to_first_token_seconds:p99_5m",
     "model:llm_cache_hit:ratio_rate5m", "feature:credit_feature_psi:max", "modelrepo:latency_p99_budget_seconds",
+    "route:openai_requests:rate5m", "route:openai_request_error:ratio_rate5m", "route:openai_request_duration_seconds:p99_5m",
+    "model:openai_time_to_first_token_seconds:p99_5m", "model_kind:openai_tokens:rate5m",
 }
 
 _PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
@@ -101,10 +103,25 @@ def custom_metric_names() -> dict[str, str]:
     return declared
 
 
+def gateway_series_names() -> set[str]:
+    """The series the OpenAI gateway's /metrics exposes, from its own prometheus_client registry."""
+    from modelrepo.gateway.metrics import GatewayMetrics
+
+    names = set()
+    for family in GatewayMetrics().registry.collect():
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+        elif family.type == "histogram":
+            names |= {f"{family.name}_bucket", f"{family.name}_sum", f"{family.name}_count"}
+        else:
+            names.add(family.name)
+    return names
+
+
 def exported_series_names() -> set[str]:
     """Every series name a dashboard or rule may read: Triton's, the backends' (histograms with their
-    _bucket/_sum/_count and summaries with _sum/_count series), and Prometheus's own."""
-    names = set(PROMETHEUS_SERIES)
+    _bucket/_sum/_count and summaries with _sum/_count series), the OpenAI gateway's, and Prometheus's own."""
+    names = set(PROMETHEUS_SERIES) | gateway_series_names()
     for name in TRITON_METRICS:
         names.add(name)
         if name.endswith("_summary_us"):
@@ -276,8 +293,17 @@ def test_dashboard_queries_only_read_exported_or_recorded_series():
                    "model:nv_inference_queue_duration_seconds:mean_rate5m", "model:nv_inference_pending_request_count:sum",
                    "credit_default_probability_bucket", "credit_uncertainty_bucket", "feature:credit_feature_psi:max",
                    "model:llm_time_to_first_token_seconds:p99_5m", "model:llm_time_per_output_token_seconds:p99_5m",
-                   "llm_decode_batch_size_bucket", "model:llm_cache_hit:ratio_rate5m"):
+                   "llm_decode_batch_size_bucket", "model:llm_cache_hit:ratio_rate5m", "up",
+                   "route:openai_requests:rate5m", "route:openai_request_error:ratio_rate5m",
+                   "route:openai_request_duration_seconds:p99_5m", "model_kind:openai_tokens:rate5m"):
         assert needed in used, needed
+
+
+def test_the_gateway_exports_what_the_rules_and_dashboard_read_from_it():
+    assert {"openai_requests_total", "openai_errors_total", "openai_tokens_total", "openai_cancelled_streams_total",
+            "openai_request_duration_seconds_bucket", "openai_time_to_first_token_seconds_bucket"} <= gateway_series_names()
+    jobs = {expr for _, expr in dashboard_exprs() if "up{" in expr}
+    assert jobs == {'up{job=~"modelrepo.*"}'}, "the scrape-target panel reads the ServiceMonitor's jobs"
 
 
 def test_dashboard_queries_parse(tmp_path):

@@ -1,5 +1,6 @@
-"""`modelrepo serve` as users run it: READY with endpoints printed, the OpenAI gateway in front, clean
-stop on SIGTERM (the gateway with it), and a fast, explained failure when a model cannot load."""
+"""`modelrepo serve` as users run it: READY with endpoints printed, the OpenAI gateway in front (started
+again when it dies), clean stop on SIGTERM (the gateway with it), and a fast, explained failure when a
+model cannot load."""
 
 from __future__ import annotations
 
@@ -69,6 +70,12 @@ def test_serve_reaches_ready_and_stops_cleanly_on_sigterm():
         assert "MODELREPO_ADMIN_KEY" in banner
         gateway = f"http://127.0.0.1:{ports[3]}"
         assert f"OpenAI   {gateway}/v1" in banner
+        assert "text_embedding" in [model["id"] for model in wait_for_json(f"{gateway}/v1/models")["data"]]
+        # A gateway that dies is started again (after 1 s: the first restart's back-off).
+        started = read_until(process, "the OpenAI gateway started (pid ", timeout_s=30).splitlines()[-1]
+        os.kill(int(started.rsplit("pid ", 1)[1].rstrip(")")), signal.SIGKILL)
+        read_until(process, "the OpenAI gateway exited by itself with code -9; starting it again in 1 s (restart 1)", 30)
+        read_until(process, "the OpenAI gateway started (pid ", timeout_s=30)
         assert "text_embedding" in [model["id"] for model in wait_for_json(f"{gateway}/v1/models")["data"]]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

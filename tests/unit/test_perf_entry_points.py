@@ -30,3 +30,19 @@ def test_the_make_targets_are_among_them():
 def test_it_imports_and_has_an_entry_point(path):
     module = importlib.import_module(module_of(path))
     assert callable(getattr(module, "main", None)), f"{module_of(path)} runs as a script but has no main()"
+
+
+@pytest.mark.parametrize("path", RUNNABLE, ids=module_of)
+def test_help_prints_the_usage_and_runs_nothing(path, monkeypatch, capsys):
+    """`--help` is parsed before anything is measured or checked (gpu_check answered it with its no-GPU
+    sentence, sentiment_head_alternatives ran the study)."""
+    import inspect
+    import sys
+
+    main = importlib.import_module(module_of(path)).main
+    monkeypatch.setattr(sys, "argv", [module_of(path), "--help"])
+    required = [p for p in inspect.signature(main).parameters.values() if p.default is inspect.Parameter.empty]
+    with pytest.raises(SystemExit) as stopped:
+        main(["--help"]) if required else main()
+    assert stopped.value.code == 0
+    assert "usage:" in capsys.readouterr().out
