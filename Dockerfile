@@ -130,7 +130,8 @@ USER 1000
 WORKDIR /home/modelrepo
 # Triton's HTTP, gRPC and metrics ports; the OpenAI gateway's (MODELREPO_OPENAI_PORT; off: none).
 EXPOSE 8000 8001 8002 9000
-# Ready = every model loaded (--strict-readiness); model loading takes minutes, hence the start period.
+# Healthy = every model loaded (--strict-readiness) and the gateway's /health answering 200 (unless
+# MODELREPO_OPENAI_PORT=off); model loading takes minutes, hence the start period.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python3", "-m", "modelrepo.triton.launch", "--health"]
 # Requires MODELREPO_ADMIN_KEY (the restricted model-control APIs); see modelrepo/triton/launch.py.

@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--tokenizer-dir", type=Path, help="the chat models' tokenizer (usage counts)")
     parse.add_argument("--default-max-tokens", type=int, default=256)
     parse.add_argument("--log-prompts", action="store_true", help="put prompt text in the access log")
+    parse.add_argument("--http", choices=("httptools", "h11"), default="httptools",
+                       help="uvicorn's HTTP parser: httptools (C) or h11 (pure Python; for comparison)")
     return parse
 
 
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     print(f"OpenAI gateway on http://{args.host}:{args.port}/v1 -> triton {args.triton_grpc}; "
           f"{'API keys: ' + str(len(keys)) if keys else 'no API keys (open)'}", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="warning", access_log=False)
+    # httptools by default: the C HTTP parser (uvicorn's h11 is pure Python; perf/results/openai_gateway.md)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, http=args.http, log_level="warning",
+                access_log=False)
     return 0
 
 

@@ -10,6 +10,8 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 
+import numpy as np
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -144,8 +146,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         metrics.tokens.labels(model.name, "embedding_input").inc(words)
         data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, body.encoding_format)}
                 for i, vector in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": model.name,
-                "usage": {"prompt_tokens": words, "total_tokens": words}}
+        # orjson writes the float32 rows as they are (shortest round-trip text, no Python floats): FastAPI's
+        # default encoder took 8.7 ms for 16 x 384 floats, orjson 0.2 ms (perf/results/openai_gateway.md).
+        body = orjson.dumps({"object": "list", "data": data, "model": model.name,
+                             "usage": {"prompt_tokens": words, "total_tokens": words}},
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+        return Response(body, media_type="application/json")
 
     return app
 
@@ -164,10 +170,10 @@ def _model_entry(model) -> dict:
     return {"id": model.name, "object": "model", "created": model.created, "owned_by": "modelrepo", "kind": model.kind}
 
 
-def _encoded(vector, encoding_format: str):
+def _encoded(vector: np.ndarray, encoding_format: str) -> str | np.ndarray:
     if encoding_format == "base64":  # little-endian float32, as OpenAI's clients decode it
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return vector  # float32; orjson writes it as a JSON array
 
 
 def _bearer(request: Request) -> str:

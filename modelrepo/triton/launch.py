@@ -33,8 +33,9 @@ Environment:
                         from MODELREPO_OPENAI_API_KEYS (comma-separated) or MODELREPO_OPENAI_API_KEYS_FILE
                         (one per line); without either it is open to whoever reaches the port
 
-`--print` shows the commands (tritonserver's, then the gateway's) instead of running them; `--health` is the image's HEALTHCHECK (exit 0 iff
-GET /v2/health/ready on the HTTP port answers 200). Standard library only, Python 3.10-compatible.
+`--print` shows the commands (tritonserver's, then the gateway's) instead of running them; `--health`
+is the image's HEALTHCHECK (exit 0 iff GET /v2/health/ready on the HTTP port answers 200 and, when the
+gateway is on, its GET /health does). Standard library only, Python 3.10-compatible.
 """
 
 from __future__ import annotations
@@ -148,14 +149,22 @@ def _http_address(env: Mapping[str, str]) -> str:
     return f"{client_host(_host(env))}:{_port(env, 'http')}"
 
 
-def ready(env: Mapping[str, str], timeout_s: float = 4.0) -> bool:
+def ready(env: Mapping[str, str], timeout_s: float = 2.0) -> bool:  # two calls within Docker's 5 s
+    """The image's health: Triton ready (every model loaded) and, unless MODELREPO_OPENAI_PORT turns it
+    off, the gateway's /health answering 200 (it answers 503 when it cannot reach Triton)."""
     import urllib.request
 
     try:
-        url = f"http://{_http_address(env)}/v2/health/ready"
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status == 200
-    except (OSError, LaunchError):
+        urls = [f"http://{_http_address(env)}/v2/health/ready"]
+        port = openai_port(env)
+        if port is not None:
+            urls.append(f"http://{client_host(_host(env))}:{port}/health")
+        for url in urls:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                if response.status != 200:
+                    return False
+        return True
+    except (OSError, LaunchError):  # refused, timed out, or an HTTPError (4xx / 5xx)
         return False
 
 

@@ -13,6 +13,7 @@ The entrypoint then runs as uid 1000 with only HOME and a temp dir writable, the
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -111,6 +112,13 @@ class Rehearsal:
 
     def do_healthcheck(self, instruction: Instruction, _outputs) -> None:
         self.healthcheck = instruction.arguments
+
+    def healthcheck_command(self) -> list[str]:
+        """The HEALTHCHECK's command (its exec form after CMD; the options before it are Docker's)."""
+        _options, cmd, command = self.healthcheck.partition("CMD ")
+        if not cmd:
+            raise RehearsalError(f"HEALTHCHECK {self.healthcheck[:60]}: the rehearsal runs its CMD's exec form")
+        return json.loads(command)
 
     def do_env(self, instruction: Instruction, _outputs) -> None:
         for key, value in instruction.env_pairs():

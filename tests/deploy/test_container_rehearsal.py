@@ -199,6 +199,18 @@ def test_the_gateway_runs_from_the_venv_and_lists_the_models_with_the_key_only(i
     assert {"text_embedding", "llm_bls"} <= listed <= set(server.model_states()), listed
 
 
+def test_the_images_healthcheck_passes_with_triton_and_the_gateway_up(image, gateway):
+    rehearsal, _, _, env, *_ = image
+    command = rehearsal.healthcheck_command()
+    as_user = {"user": UID, "group": GID, "extra_groups": []} if os.geteuid() == 0 else {}
+    check = subprocess.run(command, env=env, cwd=rehearsal.host(rehearsal.workdir), capture_output=True, text=True,
+                           timeout=60, **as_user)
+    assert check.returncode == 0, check.stderr
+    stopped = subprocess.run(command, env={**env, "MODELREPO_OPENAI_PORT": str(free_ports(1)[0])},
+                             cwd=rehearsal.host(rehearsal.workdir), capture_output=True, text=True, timeout=60, **as_user)
+    assert stopped.returncode == 1, stopped.stderr  # no gateway where it should be: unhealthy
+
+
 def test_the_gateways_embeddings_equal_text_embedding(gateway, grpc_client):
     import tritonclient.grpc as grpcclient
 

@@ -170,6 +170,11 @@ def test_embeddings_equal_text_embedding_over_grpc_in_one_batch(client, grpc_cli
     raw = packed.data[0].embedding
     vector = np.frombuffer(base64.b64decode(raw), dtype="<f4") if isinstance(raw, str) else np.array(raw, dtype=np.float32)
     np.testing.assert_allclose(vector, got[0], rtol=0, atol=1e-6)
+    # JSON floats (the client above asked for base64 and decoded it): the same float32 values, bit for bit
+    as_json = client.post("/embeddings", cast_to=object, body={"model": "text_embedding", "input": texts,
+                                                                "encoding_format": "float"})
+    floats = np.array([item["embedding"] for item in as_json["data"]], dtype=np.float32)
+    np.testing.assert_array_equal(floats, got)
 
 
 @pytest.mark.parametrize("extra, param", [({"n": 2}, "n"), ({"temperature": 3}, "temperature"),

@@ -56,6 +56,52 @@ def test_the_image_launcher_binds_every_interface_unless_told_otherwise():
         launch.restart_policy({"MODELREPO_MAX_RESTARTS": "-1"})
 
 
+class _Health:
+    """A local HTTP server answering GET with a status the test sets (Triton's or the gateway's health)."""
+
+    def __init__(self, status: int):
+        import http.server
+        import threading
+
+        self.status = status
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_image_healthcheck_needs_triton_ready_and_the_gateway_healthy():
+    triton, gateway = _Health(200), _Health(200)
+    try:
+        env = {"TRITON_HOST": "127.0.0.1", "TRITON_HTTP_PORT": str(triton.port),
+               launch.OPENAI_PORT_ENV: str(gateway.port)}
+        assert launch.ready(env)
+        gateway.status = 503  # the gateway is up but cannot reach Triton
+        assert not launch.ready(env)
+        assert launch.ready({**env, launch.OPENAI_PORT_ENV: "off"})  # no gateway: Triton alone decides
+        triton.status = 503
+        assert not launch.ready({**env, launch.OPENAI_PORT_ENV: "off"})
+        gateway.status, triton.status = 200, 200
+        gateway.close()  # the gateway's port refuses (it is restarting)
+        assert not launch.ready(env)
+        assert not launch.ready({**env, launch.OPENAI_PORT_ENV: "nine"})  # a bad setting is never healthy
+    finally:
+        triton.close()
+
+
 def test_backend_dir_links_the_stub_for_this_python(tmp_path):
     python_dir = prepare_backend_dir(tmp_path) / "python"
     stub = python_dir / "triton_python_backend_stub"
