@@ -108,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     binary = genai_perf_binary()
     endpoints = ("chat", "embeddings") if args.openai else ("kserve",)
     models = (*MODELS, *OPENAI_EXTRA_MODELS) if args.openai else MODELS
-    with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=ADMIN_KEY,
+    # The admin key only with the gateway (it reads the repository index and configs, as in the image);
+    # the kserve profile's perf_analyzer reads llm_bls's config without one.
+    admin = ADMIN_KEY if args.openai else None
+    with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=admin,
                                                             load_models=models) as server:
         folder = Path(tmp)
         wrapper_script(folder)
