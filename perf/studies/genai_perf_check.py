@@ -48,7 +48,6 @@ KEPT = ("time_to_first_token", "inter_token_latency", "request_latency", "output
 STATISTICS = ("avg", "p50", "p99")
 ADMIN_KEY = "genai-perf"  # the gateway reads the model list with it
 OPENAI_KEY = "genai-perf-openai-key"
-OPENAI_EXTRA_MODELS = ("text_embedding", "minilm_tokenizer", "minilm_encoder")
 TITLES = {
     "kserve": f"{MODEL} over Triton's gRPC stream (TensorRT-LLM tensor names; output length deterministic: "
               "genai-perf sends min_length)",
@@ -107,12 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     binary = genai_perf_binary()
     endpoints = ("chat", "embeddings") if args.openai else ("kserve",)
-    models = (*MODELS, *OPENAI_EXTRA_MODELS) if args.openai else MODELS
     # The admin key only with the gateway (it reads the repository index and configs, as in the image);
     # the kserve profile's perf_analyzer reads llm_bls's config without one.
     admin = ADMIN_KEY if args.openai else None
     with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=admin,
-                                                            load_models=models) as server:
+                                                            load_models=MODELS) as server:
         folder = Path(tmp)
         wrapper_script(folder)
         gateway, url = start_gateway(server, "httptools", OPENAI_KEY) if args.openai else (None, server.grpc_url)

@@ -150,6 +150,19 @@ def promql_metric_names(expr: str) -> set[str]:
     return names
 
 
+def series_read_by_monitoring(among: set[str]) -> set[str]:
+    """The names in `among` that some rule or dashboard query reads."""
+    exprs = [rule["expr"] for rule in all_rules()] + [expr for _, expr in dashboard_exprs()]
+    return set().union(*(promql_metric_names(expr) & among for expr in exprs))
+
+
+def exposition_series_names(exposition: str) -> set[str]:
+    """The series names in a Prometheus text exposition, as written (prometheus_client's parser renames
+    counters that lack the _total suffix)."""
+    return {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0) for line in exposition.splitlines()
+            if line and not line.startswith("#")}
+
+
 def dashboard() -> dict:
     return json.loads(DASHBOARD.read_text())
 

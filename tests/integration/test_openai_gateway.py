@@ -233,9 +233,7 @@ def test_the_gateway_exposes_every_series_the_monitoring_rules_and_dashboard_rea
     """The rules and the dashboard read these from the gateway's own /metrics (a scrape job of its own);
     the Triton-side check (test_prometheus_alerts) cannot see them. One streamed chat, one embedding and
     one refused request make each series appear (the cancelled-streams counter: the test above)."""
-    import re
-
-    from tests.deploy.test_monitoring_assets import all_rules, dashboard_exprs, gateway_series_names, promql_metric_names
+    from tests.deploy.test_monitoring_assets import exposition_series_names, gateway_series_names, series_read_by_monitoring
 
     for _ in client.chat.completions.create(model="llm_bls", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
                                             stream=True):
@@ -245,10 +243,7 @@ def test_the_gateway_exposes_every_series_the_monitoring_rules_and_dashboard_rea
         client.embeddings.create(model="no_such_model", input="tea")
     with urllib.request.urlopen(f"{gateway}/metrics") as response:
         exposition = response.read().decode()
-    scraped = {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0) for line in exposition.splitlines()
-               if line and not line.startswith("#")}
-    read = set()
-    for expr in [rule["expr"] for rule in all_rules()] + [expr for _, expr in dashboard_exprs()]:
-        read |= promql_metric_names(expr) & gateway_series_names()
+    scraped = exposition_series_names(exposition)
+    read = series_read_by_monitoring(gateway_series_names())
     assert {"openai_requests_total", "openai_request_duration_seconds_bucket"} <= read
     assert read - {"openai_cancelled_streams_total"} <= scraped, sorted(read - scraped)

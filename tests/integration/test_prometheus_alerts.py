@@ -30,7 +30,6 @@ end, so later tests in the session start from calm PSI values.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import threading
 import time
@@ -52,10 +51,10 @@ from modelrepo.triton.server import free_ports
 from tests.deploy.test_monitoring_assets import (
     LATENCY_BUDGETS_S,
     all_rules,
-    dashboard_exprs,
     exported_series_names,
+    exposition_series_names,
     gateway_series_names,
-    promql_metric_names,
+    series_read_by_monitoring,
     write_rule_file,
 )
 from tests.integration.triton_calls import Caller, input_tensors, texts
@@ -370,15 +369,11 @@ def test_recording_rules_have_values_and_alerts_follow_drift_and_latency(server,
         send_credit(caller, credit_rows(1000, 7))  # calm drift windows for whatever runs next
 
     # Every raw series the rules and the dashboard read exists on the real server.
-    # (Raw exposition text: prometheus_client's parser renames counters that lack the _total suffix.)
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         exposition = response.read().decode()
-    scraped = {re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0) for line in exposition.splitlines() if line and not line.startswith("#")}
-    scraped |= {"up", "ALERTS"}  # Prometheus's own
+    scraped = exposition_series_names(exposition) | {"up", "ALERTS"}  # and Prometheus's own
     # The OpenAI gateway's series come from its own process (a scrape job of its own), not from Triton's
     # metrics port: test_openai_gateway.py checks those against the gateway's real /metrics.
-    used = set()
-    for expr in [rule["expr"] for rule in all_rules()] + [expr for _, expr in dashboard_exprs()]:
-        used |= promql_metric_names(expr) & (exported_series_names() - gateway_series_names())
+    used = series_read_by_monitoring(exported_series_names() - gateway_series_names())
     assert used - scraped <= CREATED_ON_FIRST_EVENT | ADDED_MODELS_ONLY, sorted(used - scraped)
     print(f"monitoring round trip: {time.monotonic() - started:.1f} s")
