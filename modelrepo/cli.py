@@ -214,10 +214,15 @@ def _tune(args: argparse.Namespace) -> int:
         args.concurrency = 8
     load = Load(concurrency=args.concurrency, request_rate=args.request_rate)
     command = "modelrepo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["tune"] else "modelrepo tune ..."
-    result = run_tune(
-        Path(args.model_repository), args.model, args.p99_ms, load, args.apply,
-        Path(args.output) if args.output else None, args.instances, command, input_data=args.input_data,
-    )
+    try:
+        result = run_tune(
+            Path(args.model_repository), args.model, args.p99_ms, load, args.apply,
+            Path(args.output) if args.output else None, args.instances, command, input_data=args.input_data,
+            workload=args.workload,
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0 if result.winner else 1
 
 
@@ -311,6 +316,9 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--instances", type=int, nargs="+", default=[1, 2], help="instance counts to consider")
     tune.add_argument("--output", help="report folder (default perf/results/tune-MODEL-TIMESTAMP)")
     tune.add_argument("--input-data", help="perf_analyzer --input-data JSON (default: the sample `add` kept, else texts/random)")
+    tune.add_argument("--workload", choices=("reviews", "short", "mixed"),
+                      help="a TEXT model's texts: long reviews (default), short queries, or mixed (80 %% short, 20 %% long; "
+                           "with --request-rate an open-loop mixed workload)")
     tune.add_argument("--model-repository", default=str(MODEL_REPOSITORY))
     tune.set_defaults(func=_tune)
 

@@ -115,11 +115,15 @@ def measure(
     request_rate: float | None = None,
     interval_ms: int = 3000,
     request_count: int | None = None,
+    percentile: int | None = 99,
+    max_trials: int = 10,
 ) -> dict[str, float]:
     """One perf_analyzer run over gRPC at a fixed concurrency (closed loop) or request rate (open
     loop, `request_rate` per second), with settings that converge on 2 cores.
 
-    Returns throughput (infer/s) and client latency percentiles (ms) from its CSV.
+    Returns throughput (infer/s) and client latency percentiles (ms) from its CSV. `percentile`: the
+    latency whose stability perf_analyzer waits for (None: the average), the CSV has p50 to p99 either way;
+    `max_trials`: windows it may take to find 3 stable ones before it gives up (then the windows double).
     """
     import csv
     import subprocess
@@ -131,7 +135,8 @@ def measure(
         # count windows: each window holds at least `request_count` requests (a p99 on enough samples)
         *(["--measurement-mode", "count_windows", "--measurement-request-count", str(request_count)]
           if request_count else []),
-        "--stability-percentage", "50", "--max-trials", "10", "--percentile", "99",
+        "--stability-percentage", "50", "--max-trials", str(max_trials),
+        *(["--percentile", str(percentile)] if percentile else []),
         "-f", str(csv_path), *(extra or []),
     ]
     cmd = command(with_admin_header(args, admin_key))
@@ -140,7 +145,7 @@ def measure(
         # A p99 of a sub-millisecond model jitters window to window on a shared machine: longer
         # windows (perf_analyzer's own advice) hold more samples each.
         return measure(model, grpc_url, input_data, concurrency, admin_key, csv_path, extra, request_rate,
-                       interval_ms * 2, request_count * 2 if request_count else None)
+                       interval_ms * 2, request_count * 2 if request_count else None, percentile, max_trials)
     if completed.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({completed.returncode}): {completed.stdout[-1500:]}{completed.stderr[-1500:]}")
     (row,) = list(csv.DictReader(open(csv_path)))

@@ -1,14 +1,16 @@
 """The OpenAI gateway's overhead: streaming chat and embeddings through it against direct gRPC.
 
-    .venv/bin/python -m modelrepo.perf.openai_gateway [--concurrency 1 4 8] [--requests-per-client 2]
+    .venv/bin/python -m modelrepo.perf.openai_gateway [--concurrency 1 4 8] [--requests-per-client 4]
         [--max-tokens 32] [--embedding-requests 40] [--embedding-batch 16] [--runs 3]
         [--embeddings-only] [--http httptools|h11]
 
-Chat: `--concurrency` clients, each streaming `--requests-per-client` prompts of llm_bls (greedy,
-`--max-tokens`), once over a direct gRPC stream (tritonclient) and once through the gateway's
-/v1/chat/completions SSE (httpx), alternating which goes first from run to run. A request's TTFT is
-its first text chunk; tokens/s is every answer's tokens (the LLM tokenizer) over the point's wall
-time. Embeddings: `--embedding-requests` requests of `--embedding-batch` texts at concurrency 4,
+Chat: `--concurrency` clients stream llm_bls (greedy, `--max-tokens`), each sending every one of its
+`--requests-per-client` prompts (a multiple of 4) twice, once over a direct gRPC stream (tritonclient)
+and once through the gateway's /v1/chat/completions SSE (httpx), switching path every 4 requests (half
+the clients start with each): both paths see the same engine load and the same drift of the machine's
+speed, which timing one path after the other did not (this machine's speed moved ~15 % within a
+session). A request's TTFT is its first text chunk; its tokens/s is its answer's tokens (the LLM
+tokenizer) over its whole time; each path's figure is the median over its requests. Embeddings: `--embedding-requests` requests of `--embedding-batch` texts at concurrency 4,
 text_embedding over gRPC vs /v1/embeddings, as floats and as base64 (what the official `openai` client
 asks for by default). Every figure: median and range over `--runs` runs. Also timed: encoding one
 answer of `--embedding-batch` rows as JSON, FastAPI's default encoder against orjson (the gateway's).
@@ -44,6 +46,11 @@ MODELS = ("llm_bls", "llm_preprocessing", "llm_engine", "llm_postprocessing", "t
 EMBEDDING_MODELS = ("text_embedding", "minilm_tokenizer", "minilm_encoder")
 KEY = "bench"
 CHAT_FIGURES = ("ttft_p50_s", "tokens_per_s")
+CHAT_PATHS = ("direct", "gateway")
+# Requests in a row down one path before a client switches: a process left idle for a whole request of
+# the other path (~1 s) answers its next one slower on this VM (measured: +10-30 ms), which strict
+# alternation would charge to the gateway at concurrency 1; blocks this short still cancel drift.
+BLOCK = 4
 EMBEDDING_PATHS = ("direct", "gateway", "gateway_base64")
 ENCODING_REPEATS = 200
 
@@ -88,14 +95,28 @@ def gateway_chat(http: httpx.Client, url: str, prompt: str, max_tokens: int) -> 
     return first, "".join(parts)
 
 
-def chat_point(call, concurrency: int, per_client: int, count_tokens) -> dict[str, float]:
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(concurrency * per_client)]
-    started = time.monotonic()
+def chat_point(callers: dict, concurrency: int, per_client: int, count_tokens) -> dict[str, dict[str, float]]:
+    """Per path: the median TTFT and the median tokens/s per stream, all clients' requests together."""
+
+    if per_client % BLOCK:
+        raise ValueError(f"--requests-per-client must be a multiple of {BLOCK}, got {per_client}")
+
+    def client(number: int) -> dict[str, list[tuple[float, float]]]:
+        answers: dict[str, list[tuple[float, float]]] = {path: [] for path in CHAT_PATHS}
+        for sent in range(2 * per_client):
+            block, within = divmod(sent, BLOCK)
+            path = CHAT_PATHS[(block + number) % 2]
+            prompt = PROMPTS[(number * per_client + (block // 2) * BLOCK + within) % len(PROMPTS)]  # down both paths
+            started = time.monotonic()
+            ttft, text = callers[path](prompt)
+            answers[path].append((ttft, count_tokens(text) / (time.monotonic() - started)))
+        return answers
+
     with ThreadPoolExecutor(concurrency) as pool:
-        answers = list(pool.map(call, prompts))
-    wall = time.monotonic() - started
-    return {"ttft_p50_s": statistics.median(ttft for ttft, _ in answers),
-            "tokens_per_s": sum(count_tokens(text) for _, text in answers) / wall}
+        clients = list(pool.map(client, range(concurrency)))
+    return {path: {"ttft_p50_s": statistics.median(ttft for answers in clients for ttft, _ in answers[path]),
+                   "tokens_per_s": statistics.median(rate for answers in clients for _, rate in answers[path])}
+            for path in CHAT_PATHS}
 
 
 def embedding_point(call, requests: int, batch: int) -> float:
@@ -117,15 +138,14 @@ def direct_embed(client, texts: list[str]) -> np.ndarray:
 def one_run(i: int, args, server, url, count_tokens) -> dict:
     import tritonclient.grpc as grpcclient
 
-    paths = ["direct", "gateway"] if i % 2 == 0 else ["gateway", "direct"]
     run: dict = {"chat": {}, "embeddings": {}}
     with httpx.Client(timeout=600) as http:
         callers = {"direct": lambda prompt: direct_chat(server, prompt, args.max_tokens),
                    "gateway": lambda prompt: gateway_chat(http, url, prompt, args.max_tokens)}
         for concurrency in args.concurrency:
-            for path in paths:
-                run["chat"][f"{path}@{concurrency}"] = chat_point(callers[path], concurrency, args.requests_per_client,
-                                                                  count_tokens)
+            point = chat_point(callers, concurrency, args.requests_per_client, count_tokens)
+            for path in CHAT_PATHS:
+                run["chat"][f"{path}@{concurrency}"] = point[path]
         grpc_client = grpcclient.InferenceServerClient(server.grpc_url)
 
         def through_gateway(encoding_format: str):
@@ -162,10 +182,12 @@ def report(args, runs: list[dict], command_line: str, encoding: dict[str, float]
     goals = ("Goals (issue 18): gateway overhead <= 5 % (TTFT ratio <= 1.05, tokens/s ratio >= 0.95); "
              "embeddings >= 0.9x direct.")
     body = [] if not args.concurrency else [
-        f"llm_bls greedy, {args.max_tokens} new tokens, {args.requests_per_client} prompts per client; "
-        f"{len(runs)} runs, median (range). {goals}",
+        f"llm_bls greedy, {args.max_tokens} new tokens; every client sends each of its {args.requests_per_client} "
+        f"prompts down both paths, switching path every {BLOCK} requests, so both paths share the engine's load. "
+        "TTFT: the median over a path's requests; tokens/s: the median per stream (an answer's tokens over its "
+        f"whole time). {len(runs)} runs, median (range) of the runs. {goals}",
         "",
-        "| concurrency | TTFT p50 direct (s) | TTFT p50 gateway (s) | TTFT gateway/direct | tokens/s direct | tokens/s gateway | tokens/s gateway/direct |",
+        "| concurrency | TTFT p50 direct (s) | TTFT p50 gateway (s) | TTFT gateway/direct | tokens/s per stream direct | tokens/s per stream gateway | tokens/s gateway/direct |",
         "| --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
@@ -220,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--embeddings-only", action="store_true", help="no chat points")
     parser.add_argument("--http", choices=("httptools", "h11"), default="httptools", help="the gateway's HTTP parser")
-    parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument("--requests-per-client", type=int, default=4, help="prompts per client (a multiple of 4), each sent down both paths")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--embedding-requests", type=int, default=40)
     parser.add_argument("--embedding-batch", type=int, default=16)

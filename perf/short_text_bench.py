@@ -33,11 +33,10 @@ from modelrepo.perf.bench import MODEL, http_client_comparison, in_process_throu
 from modelrepo.perf.embedding_sessions import served_parallelism
 from modelrepo.perf.fixed_rate import FixedRateLoad
 from modelrepo.perf.results import Spread, record
-from modelrepo.perf.workloads import reviews, short_texts, text_input_data
+from modelrepo.perf.workloads import SHORT_PER_LONG, reviews, short_texts, text_input_data
 from modelrepo.triton.server import TritonServer, free_ports
 
 BATCHES = (1, 4, 16, 32)
-SHORT_SHARE = 4  # short requests per long one: 80 % / 20 %
 
 
 def text_caller(grpc_url: str, texts: list[str]):
@@ -59,7 +58,7 @@ def text_caller(grpc_url: str, texts: list[str]):
 
 def mixed_workload(grpc_url: str, rate: float, seconds: float) -> dict:
     """Open loop at `rate`/s, four short requests to one long; p50 / p99 (ms) and errors per kind."""
-    calls = {f"short {k}": text_caller(grpc_url, short_texts()) for k in range(SHORT_SHARE)}
+    calls = {f"short {k}": text_caller(grpc_url, short_texts()) for k in range(SHORT_PER_LONG)}
     calls["long"] = text_caller(grpc_url, reviews())
     with FixedRateLoad(calls, rate, workers=32) as load:
         time.sleep(seconds)

@@ -11,7 +11,7 @@ from pathlib import Path
 from modelrepo.paths import PERF_RESULTS
 from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
 from modelrepo.perf.tune_report import apply_to_repository, write_report
-from modelrepo.perf.workloads import reviews, text_input_data
+from modelrepo.perf.workloads import TEXT_WORKLOADS, text_input_data
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.model_config import read_config
 from modelrepo.triton.server import TritonServer, free_ports
@@ -22,25 +22,35 @@ TEXT_SAMPLES = 64
 SAMPLE_INPUT_DATA = "perf_input.json"  # written by `modelrepo add` from the model's sample
 
 
-def default_input_data(repository: Path, model: str, folder: Path) -> str:
-    """The sample of a model `modelrepo add` wrote; real review texts for a model whose one input is
-    TEXT; perf_analyzer's random data otherwise."""
+def text_model(repository: Path, model: str) -> bool:
+    return [t.name for t in read_config(repository / model).input] == ["TEXT"]
+
+
+def default_input_data(repository: Path, model: str, folder: Path, workload: str = "reviews") -> str:
+    """The sample of a model `modelrepo add` wrote; for a model whose one input is TEXT, real texts of
+    the `workload` (TEXT_WORKLOADS: long reviews, short queries, or both mixed 80 / 20); perf_analyzer's
+    random data otherwise."""
     if (repository / model / SAMPLE_INPUT_DATA).exists():
         return str(repository / model / SAMPLE_INPUT_DATA)
-    config = read_config(repository / model)
-    if [t.name for t in config.input] == ["TEXT"]:
-        return str(text_input_data(reviews(TEXT_SAMPLES), folder / "texts.json"))
+    if text_model(repository, model):
+        return str(text_input_data(TEXT_WORKLOADS[workload](TEXT_SAMPLES), folder / f"texts-{workload}.json"))
     return "random"
 
 
 def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: bool, output: Path | None,
-             instance_options, command: str, log=print, input_data: str | None = None) -> TuneResult:
+             instance_options, command: str, log=print, input_data: str | None = None,
+             workload: str | None = None) -> TuneResult:
+    """`workload` (reviews | short | mixed) picks the texts of a model whose one input is TEXT."""
+    if workload is not None and input_data is not None:
+        raise ValueError("--workload and --input-data: give one (the workload writes the input data)")
+    if workload is not None and not text_model(repository, model):
+        raise ValueError(f"--workload {workload}: {model} does not take one TEXT input; give --input-data instead")
     admin_key = secrets.token_urlsafe(16)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     folder = output or PERF_RESULTS / f"tune-{model}-{stamp}"
     with tempfile.TemporaryDirectory(prefix="modelrepo-tune-") as tmp:
         workdir = Path(tmp)
-        input_data = input_data or default_input_data(repository, model, workdir)
+        input_data = input_data or default_input_data(repository, model, workdir, workload or "reviews")
         folder.mkdir(parents=True, exist_ok=True)
         kept_input = input_data
         if input_data != "random":  # the report's reproduce command must still find it

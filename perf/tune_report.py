@@ -91,11 +91,19 @@ def plot_latency_split(result: TuneResult, path: Path) -> None:
     plt.close(figure)
 
 
+def phase_seconds(result: TuneResult) -> str:
+    totals: dict[str, float] = {}
+    for measurement in result.measurements:
+        totals[measurement.phase] = totals.get(measurement.phase, 0.0) + measurement.seconds
+    return ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in totals.items())
+
+
 def summary(result: TuneResult, command: str, input_data: str = "random") -> str:
     lines = [
         f"# Tuning {result.model} for p99 ≤ {result.budget_ms:g} ms at {result.load.describe()}",
         "",
         f"Command: `{command}` — {result.seconds:.0f} s, {len(result.measurements)} perf_analyzer measurements.",
+        f"Time by phase (config loads included): {phase_seconds(result)}.",
         f"Tuned models: {', '.join(result.tuned_models)}; instance count applied to `{result.bottleneck}` "
         "(largest compute share).",
         "",

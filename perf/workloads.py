@@ -12,6 +12,7 @@ PROMPTS = [
     "Why do cats purr?", "Summarise the plot of a detective story.",
 ]
 SHORT_WORDS = range(2, 11)  # words per short text: 3 to 15 tokens with [CLS] and [SEP] for these reviews
+SHORT_PER_LONG = 4  # the mixed workload: four short requests to one long review (80 % / 20 %)
 
 
 def reviews(count: int = 64) -> list[str]:
@@ -27,6 +28,19 @@ def short_texts(count: int = 64) -> list[str]:
     lengths = list(SHORT_WORDS)
     words = [[word for word in review.split() if word.isalpha()] for review in reviews(count)]
     return [" ".join(plain[: lengths[i % len(lengths)]]) for i, plain in enumerate(words)]
+
+
+def mixed_texts(count: int = 80) -> list[str]:
+    """The mixed workload in sending order: `SHORT_PER_LONG` short texts, then one long review, repeated."""
+    longs = count // (SHORT_PER_LONG + 1)
+    shorts = short_texts(count - longs)
+    texts = []
+    for turn, review in enumerate(reviews(longs)):
+        texts += [*shorts[turn * SHORT_PER_LONG:(turn + 1) * SHORT_PER_LONG], review]
+    return texts + shorts[longs * SHORT_PER_LONG:]
+
+
+TEXT_WORKLOADS = {"reviews": reviews, "short": short_texts, "mixed": mixed_texts}  # name -> texts(count)
 
 
 def text_input_data(texts: list[str], path: Path) -> Path:

@@ -67,8 +67,10 @@ class EnsembleAggregate:
         self.decisions = metrics.family("credit_decisions_total", "Decisions made, by decision", COUNTER)
 
     @classmethod
-    def from_context(cls, context: ModelContext) -> "EnsembleAggregate":
-        members = [spec["name"] for spec in context.config.get("input", []) if spec["name"].startswith("MEMBER_")]
+    def from_context(cls, context: ModelContext, member_inputs: Sequence[str] | None = None) -> "EnsembleAggregate":
+        """`member_inputs`: the member tensors' names; by default the config's inputs named MEMBER_*."""
+        if member_inputs is None:
+            member_inputs = [spec["name"] for spec in context.config.get("input", []) if spec["name"].startswith("MEMBER_")]
         policy = DecisionPolicy(
             approve_below=context.float_parameter("approve_below", DecisionPolicy.approve_below),
             decline_at=context.float_parameter("decline_at", DecisionPolicy.decline_at),
@@ -76,7 +78,7 @@ class EnsembleAggregate:
                 "review_above_uncertainty", DecisionPolicy.review_above_uncertainty
             ),
         )
-        return cls(members, policy, context.float_parameter("interval_level", 0.9), context.metrics)
+        return cls(member_inputs, policy, context.float_parameter("interval_level", 0.9), context.metrics)
 
     def check(self, request: Tensors) -> Tensors:
         tensors = {name: required(request, name) for name in self.member_inputs}

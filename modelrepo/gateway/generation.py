@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -49,13 +50,17 @@ class Job:
     request_id: str
     model: ServedModel
     generation: Generation
-    prompt_tokens: int
+    count_prompt_tokens: Callable[[], int]  # called once the answer is done: tokenising is off the TTFT path
     include_usage: bool
     created: int = 0
 
     def __post_init__(self):
         self.created = self.created or int(time.time())
         self.object = "chat.completion" if self.kind == "chat" else "text_completion"
+
+    @cached_property
+    def prompt_tokens(self) -> int:
+        return self.count_prompt_tokens()
 
     @property
     def prompt_field(self) -> str:

@@ -90,16 +90,22 @@ class LlmBls:
         tokens: list[int] = []
         offsets = (0, 0)
         request_id = f"llm_bls-{uuid.uuid4().hex}"
+        stopped = False
         async for out in self.infer_stream(ENGINE, engine_inputs(request, pre), [p.OUTPUT_IDS, p.SEQUENCE_LENGTH], request_id=request_id):
+            if stopped:  # read the engine's stream to its final response, which the stop makes it send soon:
+                continue  # a BLS stream left with responses still to come is freed while they arrive
             if stream.cancelled():  # our client went away: stop the engine's sequence, free its slot
                 await self.stop_engine(request_id)
-                return
+                stopped = True
+                continue
             length = int(p.scalar(out, p.SEQUENCE_LENGTH, 0))
             tokens.extend(out[p.OUTPUT_IDS].reshape(-1)[:length].tolist())
             if streaming:
                 text, offsets = await self.detokenize(tokens, offsets, flush=False)
                 if text:
                     stream.send({p.TEXT_OUTPUT: np.array([[text]], dtype=object)})
+        if stopped:
+            return
         if streaming:
             text, _ = await self.detokenize(tokens, offsets, flush=True)
         else:

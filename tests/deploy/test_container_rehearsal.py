@@ -44,6 +44,7 @@ TENSOR_CALLS = {
     "review_sentiment": ({"TEXT": texts("The best purchase I made this year.")}, ["LABEL", "PROBABILITIES"], None),
     "credit_default": (CREDIT_ROWS, CREDIT_OUTPUTS, None),
     "credit_default_fused": (CREDIT_ROWS, CREDIT_OUTPUTS, None),
+    "credit_default_onehop": (CREDIT_ROWS, CREDIT_OUTPUTS, None),
     "credit_router": (CREDIT_ROWS, [*CREDIT_OUTPUTS, "ROUTE"], {"user_id": "rehearsal-user"}),
 }
 LLM_MODELS = ("llm", "llm_bls", "llm_cached")

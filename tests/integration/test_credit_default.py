@@ -1,4 +1,5 @@
-"""credit_default (fan-out) and credit_default_fused against each other and an in-process reference,
+"""credit_default (fan-out), credit_default_fused and credit_default_onehop against each other and an
+in-process reference,
 input validation, the classification extension, and the pipeline's custom metrics."""
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ def sample() -> np.ndarray:
     return dataset()["x_test"][:40]
 
 
-def test_fan_out_equals_fused_equals_in_process_reference(caller, sample):
+def test_fan_out_equals_fused_and_onehop_and_the_in_process_reference(caller, sample):
     fan_out = caller.infer("credit_default", request_arrays(sample), OUTPUTS)
-    fused = caller.infer("credit_default_fused", request_arrays(sample), OUTPUTS)
-    for name in OUTPUTS:
-        if name == "DECISION":
-            assert fan_out[name].tolist() == fused[name].tolist()
-        else:
-            np.testing.assert_allclose(fan_out[name], fused[name], atol=1e-5)
+    for variant in ("credit_default_fused", "credit_default_onehop"):
+        answer = caller.infer(variant, request_arrays(sample), OUTPUTS)
+        for name in OUTPUTS:
+            if name == "DECISION":
+                assert fan_out[name].tolist() == answer[name].tolist(), variant
+            else:
+                np.testing.assert_allclose(fan_out[name], answer[name], atol=1e-5, err_msg=variant)
     expected = reference(sample)
     np.testing.assert_allclose(fan_out["DEFAULT_PROBABILITY"][:, 0], expected["mean"], atol=1e-5)
     np.testing.assert_allclose(fan_out["UNCERTAINTY"][:, 0], expected["std"], atol=1e-5)
@@ -71,7 +73,7 @@ def test_classification_extension_on_class_probabilities(caller, sample):
         ("INCOME", np.array([[-10.0]], dtype=np.float32), "must be >= 0"),
     ],
 )
-@pytest.mark.parametrize("model", ["credit_default", "credit_default_fused"])
+@pytest.mark.parametrize("model", ["credit_default", "credit_default_fused", "credit_default_onehop"])
 def test_validation_names_the_field_and_the_rule(server, caller, model, field, value, rule):
     inputs = request_arrays(np.array([[0.0, 500.0, 30000.0]]))
     inputs[field] = value

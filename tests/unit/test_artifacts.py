@@ -44,3 +44,28 @@ def test_a_failed_step_leaves_no_stamp(tmp_path):
     assert read_stamp(tmp_path / "v") is None
     assert not (tmp_path / "v" / STAMP_FILENAME).exists()
     assert not run_step("s", tmp_path / "v", {"a": 1}, producer([])).cached
+
+
+def test_the_credit_install_copies_this_builds_files_and_removes_an_earlier_builds(tmp_path):
+    from modelrepo.build.credit import MODELS_SUBDIR, install
+
+    def produce(out):
+        version = out / MODELS_SUBDIR / "credit_default_onehop" / "1"
+        version.mkdir(parents=True)
+        (version / "members.onnx").write_text("graph")
+        (out / MODELS_SUBDIR / "credit_default_onehop" / "config.pbtxt").write_text("name: 'x'")
+        (out / "build_report.md").write_text("report")
+        return {}
+
+    step = run_step("credit_ensemble", tmp_path / "cache", {"v": 2}, produce)
+    (step.output_dir / MODELS_SUBDIR / "credit_default_onehop" / "1" / "model.onnx").write_text("left in the cache")
+    installed = tmp_path / "repository" / "credit_default_onehop" / "1"
+    installed.mkdir(parents=True)
+    for name, text in (("model.py", "shim"), ("model.onnx", "an earlier build's")):
+        (installed / name).write_text(text)
+    (tmp_path / "repository" / "credit_default").mkdir()
+
+    install(step.output_dir, tmp_path / "repository")
+    assert sorted(p.name for p in installed.iterdir()) == ["members.onnx", "model.py"]
+    assert (installed / "model.py").read_text() == "shim"
+    assert (tmp_path / "repository" / "credit_default" / "build_report.md").read_text() == "report"

@@ -78,3 +78,11 @@ def test_credit_ensembles_are_the_committed_rendering(name, fused, version):
     from modelrepo.build.credit import credit_ensemble_config
 
     assert read_config(MODEL_REPOSITORY / name) == credit_ensemble_config(name, fused, version)
+
+
+def test_the_onehop_config_is_the_committed_rendering_of_its_steps():
+    from modelrepo.build.credit import ONEHOP, ONEHOP_STEPS, credit_onehop_config
+
+    rendered = credit_onehop_config({step: read_config(MODEL_REPOSITORY / step) for step in ONEHOP_STEPS})
+    assert read_config(MODEL_REPOSITORY / ONEHOP) == rendered
+    assert rendered.parameters["decline_at"].string_value == read_config(MODEL_REPOSITORY / "credit_aggregate").parameters["decline_at"].string_value

@@ -111,3 +111,50 @@ def test_aggregate_outputs_and_metrics():
     bad = {name: np.array([[1.5]], dtype=np.float32) for name in names}
     (refused,) = handler.execute_batch([bad])
     assert isinstance(refused, InputError)
+
+
+def tiny_members_onnx(path, members: int = 3) -> None:
+    """FEATURES [n, 3] -> MEMBER_i [n, 1] = sigmoid(FEATURES @ w_i): the fused members' interface."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    weights = [RNG.normal(size=(3, 1)).astype(np.float32) for _ in range(members)]
+    nodes, initializers, outputs = [], [], []
+    for index, weight in enumerate(weights):
+        initializers.append(helper.make_tensor(f"w{index}", TensorProto.FLOAT, weight.shape, weight.ravel()))
+        nodes += [helper.make_node("MatMul", ["FEATURES", f"w{index}"], [f"logit{index}"]),
+                  helper.make_node("Sigmoid", [f"logit{index}"], [f"MEMBER_{index}"])]
+        outputs.append(helper.make_tensor_value_info(f"MEMBER_{index}", TensorProto.FLOAT, ["n", 1]))
+    graph = helper.make_graph(nodes, "members", [helper.make_tensor_value_info("FEATURES", TensorProto.FLOAT, ["n", 3])],
+                              outputs, initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_the_onehop_model_chains_the_three_steps_and_answers_a_refused_request_alone(tmp_path):
+    from modelrepo.python_backends.context import ModelContext
+    from modelrepo.python_backends.credit_onehop import MEMBERS_FILENAME, CreditOneHop
+    from modelrepo.python_backends.onnx_runner import OnnxRunner
+
+    FeatureSpec.fit(TRAIN).save(tmp_path / "features.json")
+    tiny_members_onnx(tmp_path / MEMBERS_FILENAME)
+    parameters = {"decline_at": "0.6", "interval_level": "0.8", "drift_window": "200"}
+    registry = InMemoryRegistry()
+    context = ModelContext("credit_default_onehop", tmp_path, {"parameters": {k: {"string_value": v} for k, v in parameters.items()}},
+                           metrics=registry)
+    onehop = CreditOneHop.from_context(context)
+    requests = [credit_request(("Yes", "No"), (1500.0, 100.0), (20000.0, 60000.0)), credit_request(("maybe",)),
+                credit_request(("No",), (2500.0,), (10000.0,))]
+    answers = onehop.execute_batch(requests)
+
+    assert isinstance(answers[1], InputError) and answers[1].input_name == "STUDENT"
+    assert registry.value("credit_rejected_inputs_total", field="STUDENT", reason="unknown_category") == 1
+    # the same steps, one after the other, as the fused ensemble runs them
+    steps = CreditFeatures(FeatureSpec.load(tmp_path / "features.json"))
+    runner = OnnxRunner(tmp_path / MEMBERS_FILENAME)
+    aggregate = EnsembleAggregate(runner.output_names, DecisionPolicy(decline_at=0.6), interval_level=0.8)
+    for index in (0, 2):
+        (expected,) = aggregate.execute_batch(runner.execute_batch(steps.execute_batch([requests[index]])))
+        assert expected.keys() == answers[index].keys()
+        for name, value in expected.items():
+            np.testing.assert_array_equal(answers[index][name], value, err_msg=name)
+    assert answers[0]["DEFAULT_PROBABILITY"].shape == (2, 1) and answers[0]["INTERVAL"].shape == (2, 2)

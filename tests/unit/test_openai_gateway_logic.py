@@ -1,5 +1,5 @@
 """The gateway's pure logic, without a server: request schemas, error mapping, model recognition,
-keys and the rate limit; and the key / limit middleware through FastAPI's test client."""
+keys and the rate limit; and the framing (key, limit, request id, metrics) through FastAPI's test client."""
 
 from __future__ import annotations
 
@@ -167,3 +167,36 @@ def test_without_a_reachable_server_the_models_list_is_a_503_saying_why():
     with TestClient(create_app(GatewaySettings(triton_grpc_url="127.0.0.1:1"))) as client:
         answer = client.get("/v1/models")
     assert answer.status_code == 503 and "repository index" in answer.json()["error"]["message"]
+
+
+def test_the_framing_passes_a_stream_with_one_request_id_and_counts_failures():
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from fastapi.testclient import TestClient
+
+    from modelrepo.gateway.framing import Framing
+    from modelrepo.gateway.metrics import GatewayMetrics
+
+    app, metrics = FastAPI(), GatewayMetrics()
+    app.add_middleware(Framing, settings=GatewaySettings(triton_grpc_url="-"), limiter=RateLimiter(0), metrics=metrics)
+
+    @app.get("/v1/stream/{name}")
+    async def stream(name: str):
+        async def events():
+            for i in range(3):
+                yield f"data: {name} {i}\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Request-Id": "from-the-route"})
+
+    @app.get("/v1/broken")
+    async def broken():
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        with client.stream("GET", "/v1/stream/a", headers={"X-Request-Id": "trace-7"}) as answer:
+            chunks = list(answer.iter_lines())
+            assert answer.headers.get_list("x-request-id") == ["trace-7"]  # the framing's id, once
+        assert [line for line in chunks if line] == ["data: a 0", "data: a 1", "data: a 2"]
+        assert client.get("/v1/broken").status_code == 500
+    assert metrics.requests.labels("/v1/stream/{name}", "", "200")._value.get() == 1  # the route's template
+    assert metrics.requests.labels("/v1/broken", "", "500")._value.get() == 1
+    assert metrics.errors.labels("/v1/broken", "internal_error")._value.get() == 1

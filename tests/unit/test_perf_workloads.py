@@ -7,7 +7,7 @@ import json
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.embedding_sessions import embedder
 from modelrepo.perf.studies.dynamic_batcher_stall import VARIANTS
-from modelrepo.perf.workloads import short_texts, text_input_data
+from modelrepo.perf.workloads import SHORT_PER_LONG, mixed_texts, reviews, short_texts, text_input_data
 from modelrepo.triton.model_config import read_config
 
 
@@ -37,3 +37,21 @@ def test_the_study_states_the_tokenizers_batching_whatever_the_repository_holds(
     both = VARIANTS["tokenizer and sentiment_head unbatched"](configs)
     assert not both["sentiment_head"].HasField("dynamic_batching")
     assert read_config(MODEL_REPOSITORY / "minilm_tokenizer") == configs["minilm_tokenizer"]  # copies, not edits
+
+
+def test_the_mixed_workload_sends_four_short_texts_then_one_review():
+    texts = mixed_texts(80)
+    longs = set(reviews(80))
+    kinds = ["long" if text in longs else "short" for text in texts]
+    assert len(texts) == 80 and kinds.count("long") == 80 // (SHORT_PER_LONG + 1) == 16
+    assert kinds[:10] == ["short"] * SHORT_PER_LONG + ["long"] + ["short"] * SHORT_PER_LONG + ["long"]
+    assert set(texts) - longs <= set(short_texts(80))
+
+
+def test_tune_refuses_a_workload_for_a_model_without_one_text_input(capsys):
+    from modelrepo.cli import main
+
+    assert main(["tune", "credit_default", "--p99-ms", "100", "--workload", "mixed"]) == 2
+    assert "--workload mixed: credit_default does not take one TEXT input" in capsys.readouterr().err
+    assert main(["tune", "text_embedding", "--p99-ms", "100", "--workload", "short", "--input-data", "x.json"]) == 2
+    assert "give one" in capsys.readouterr().err
