@@ -268,7 +268,8 @@ class Tuner:
                     verified.append((prediction.candidate, measurement))
                     if measurement.p99_ms <= self.budget_ms:
                         break
-            fitting = sorted(((m.throughput_per_s, c) for c, m in verified if m.p99_ms <= self.budget_ms), reverse=True)
+            objective = Objective.for_load(self.load)
+            fitting = sorted(((objective.score(m), c) for c, m in verified if m.p99_ms <= self.budget_ms), reverse=True)
             if not fitting:
                 result.confidence = "none: no candidate, the current config included, met the budget when measured"
                 return result
@@ -278,20 +279,45 @@ class Tuner:
             # is close (within DECISIVE_MARGIN) or the leader's repeat breaks the budget.
             leader_repeat = self.verify(result, contenders[0], "decide")
             decide[contenders[0]].append(leader_repeat)
-            if len(contenders) > 1 and (fitting[1][0] >= (1 - DECISIVE_MARGIN) * fitting[0][0]
+            if len(contenders) > 1 and (objective.close(fitting[1][0], fitting[0][0])
                                         or leader_repeat.p99_ms > self.budget_ms):
                 decide[contenders[1]].append(self.verify(result, contenders[1], "decide"))
-            best = max(contenders, key=lambda c: min(m.throughput_per_s for m in decide[c])
-                       if all(m.p99_ms <= self.budget_ms for m in decide[c]) else -1)
+            best = max(contenders, key=lambda c: min(objective.score(m) for m in decide[c])
+                       if all(m.p99_ms <= self.budget_ms for m in decide[c]) else -math.inf)
             result.winner = best
-            result.confidence = confidence(decide, best, self.budget_ms)
+            result.confidence = confidence(decide, best, self.budget_ms, objective)
             result.configs = self.apply(best, best.instances)
         finally:
             result.seconds = time.monotonic() - started
         return result
 
 
-def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget_ms: float) -> str:
+@dataclass(frozen=True)
+class Objective:
+    """What a winner maximises. Closed loop: throughput. Open loop: every candidate that keeps up serves
+    the offered rate, so throughputs tie by construction; the lower p99 wins (scored as -p99)."""
+
+    open_loop: bool
+
+    @classmethod
+    def for_load(cls, load: Load) -> "Objective":
+        return cls(open_loop=load.request_rate is not None)
+
+    def score(self, measurement: Measurement) -> float:
+        return -measurement.p99_ms if self.open_loop else measurement.throughput_per_s
+
+    def close(self, runner_up: float, leader: float) -> bool:
+        """The runner-up within DECISIVE_MARGIN of the leader (scores: higher is better)."""
+        if self.open_loop:
+            return -runner_up <= (1 + DECISIVE_MARGIN) * -leader
+        return runner_up >= (1 - DECISIVE_MARGIN) * leader
+
+    def describe(self, score: float) -> str:
+        return f"p99 {-score:.1f} ms" if self.open_loop else f"{score:.1f}/s"
+
+
+def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget_ms: float,
+               objective: Objective = Objective(open_loop=False)) -> str:
     """High only if the winner's worst run beats the runner-up's best by more than the run-to-run spread."""
     mine = runs[best]
     if any(m.p99_ms > budget_ms for m in mine):
@@ -302,11 +328,13 @@ def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget
     rival = runs[others[0]]
     if any(m.p99_ms > budget_ms for m in rival):
         return f"high: the runner-up ({others[0].label()}) went over the budget in a repeat"
-    mine_rates, rival_rates = [m.throughput_per_s for m in mine], [m.throughput_per_s for m in rival]
-    noise = max(max(r) - min(r) for r in (mine_rates, rival_rates))
-    gap = min(mine_rates) - max(rival_rates)
-    summary = (f"worst of {len(mine)} runs {min(mine_rates):.1f}/s vs the runner-up's ({others[0].label()}) "
-               f"best of {len(rival)} {max(rival_rates):.1f}/s; run-to-run spread {noise:.1f}/s")
+    mine_scores, rival_scores = [objective.score(m) for m in mine], [objective.score(m) for m in rival]
+    noise = max(max(r) - min(r) for r in (mine_scores, rival_scores))
+    gap = min(mine_scores) - max(rival_scores)
+    unit = " ms" if objective.open_loop else "/s"
+    summary = (f"worst of {len(mine)} runs {objective.describe(min(mine_scores))} vs the runner-up's "
+               f"({others[0].label()}) best of {len(rival)} {objective.describe(max(rival_scores))}; "
+               f"run-to-run spread {noise:.1f}{unit}")
     if gap > noise:
         return f"high: {summary}"
     return f"low: within noise ({summary}); either is a sound choice"

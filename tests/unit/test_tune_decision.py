@@ -1,0 +1,33 @@
+"""How `modelrepo tune` picks between measured candidates (no server): throughput in a closed loop,
+the lower p99 in an open loop, where every candidate that keeps up serves the offered rate."""
+
+from __future__ import annotations
+
+from modelrepo.perf.tune import Candidate, Load, Measurement, Objective, confidence
+
+ONE, TWO = Candidate(1, 1, 0), Candidate(2, 4, 0)
+
+
+def run(throughput: float, p99_ms: float) -> Measurement:
+    return Measurement("decide", None, 1, throughput, p99_ms / 2, p99_ms, 0.0, 0.0, "")
+
+
+def test_a_closed_loop_scores_throughput_and_an_open_loop_the_lower_p99():
+    closed, open_loop = Objective.for_load(Load(concurrency=8)), Objective.for_load(Load(request_rate=20))
+    fast_but_slow_tail, steady = run(60, 200), run(20, 30)
+    assert closed.score(fast_but_slow_tail) > closed.score(steady)
+    assert open_loop.score(steady) > open_loop.score(fast_but_slow_tail)
+
+
+def test_only_a_close_runner_up_is_worth_measuring_again():
+    closed, open_loop = Objective(open_loop=False), Objective(open_loop=True)
+    assert closed.close(80, 100) and not closed.close(70, 100)  # within 25 % of the leader's throughput
+    assert open_loop.close(-30, -25) and not open_loop.close(-40, -25)  # p99 within 25 % of the leader's
+
+
+def test_confidence_compares_the_winners_worst_run_with_the_runner_ups_best():
+    open_loop = Objective(open_loop=True)
+    assert confidence({ONE: [run(20, 25), run(20, 26)], TWO: [run(20, 40), run(20, 41)]}, ONE, 250, open_loop).startswith("high")
+    assert confidence({ONE: [run(20, 25), run(20, 36)], TWO: [run(20, 30)]}, ONE, 250, open_loop).startswith("low: within noise")
+    assert confidence({ONE: [run(50, 90)], TWO: [run(49, 300)]}, ONE, 250).startswith("high: the runner-up")
+    assert confidence({ONE: [run(50, 90), run(51, 260)]}, ONE, 250).startswith("low: the winner's p99 went over")
