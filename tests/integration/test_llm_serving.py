@@ -83,12 +83,22 @@ def test_a_seed_makes_sampled_answers_reproducible(server):
     assert first == again and first != other
 
 
+TOKENS = 48
+
+
 def test_concurrent_requests_share_decode_steps(server):
     before = scrape_metrics(server)
     results = [None] * 4
+    start = threading.Barrier(4)
+    # Every sequence runs its whole length (min_length = max_tokens) and all four start together: the
+    # overlap then depends on neither the text nor the machine's speed. With 32 tokens that could end
+    # early, a fast machine finished each sequence in about the time the threads took to start
+    # (100 sequence-steps in 66 decode steps).
 
     def run(k):
-        results[k] = grpc_stream(server.grpc_url, "llm_bls", llm_inputs(f"Count from {k} to {k + 20}.", 32, stream=True))
+        inputs = llm_inputs(f"Count from {k} to {k + 20}.", TOKENS, stream=True, min_length=TOKENS)
+        start.wait(30)
+        results[k] = grpc_stream(server.grpc_url, "llm_bls", inputs)
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
     for thread in threads:
@@ -101,6 +111,7 @@ def test_concurrent_requests_share_decode_steps(server):
     steps = after["llm_decode_batch_size_count"][ENGINE_LABELS] - before["llm_decode_batch_size_count"][ENGINE_LABELS]
     single_steps = after["llm_decode_batch_size_bucket"][single] - before["llm_decode_batch_size_bucket"][single]
     sequences = after["llm_decode_batch_size_sum"][ENGINE_LABELS] - before["llm_decode_batch_size_sum"][ENGINE_LABELS]
+    assert sequences >= 4 * (TOKENS - 1)  # every sequence ran its full length (the first token is the prefill's)
     assert steps - single_steps > 10  # many steps advanced several sequences at once
     assert sequences / steps > 2.0
 
