@@ -85,6 +85,10 @@ def run_step(
             target = output_dir / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(Path(tmp) / relative), target)
+    # What the previous run of this step wrote and this one did not would linger beside the new files
+    # (a renamed artifact, still found by `modelrepo check` or Triton); only the step's own files go.
+    for leftover in set(stamp["files"] if stamp else ()) - set(files):
+        (output_dir / leftover).unlink(missing_ok=True)
     stamp = {"step": name, "input_hash": digest, "inputs": inputs, "files": files, "report": report}
     (output_dir / STAMP_FILENAME).write_text(json.dumps(stamp, indent=2, default=str))
     return StepResult(name, output_dir, digest, report, cached=False)

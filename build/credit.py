@@ -295,8 +295,8 @@ def credit_ensemble_config(name: str, fused_members: bool, members_version: int 
 
 def credit_onehop_config(steps: dict[str, ModelConfig]) -> ModelConfig:
     """credit_default_onehop: the public tensors of every credit pipeline; the entry step's bounded queue
-    with the tuned instances and batch; the union of the three steps' parameters (`steps`: their configs by name), so a threshold
-    has one place, and the committed rendering is checked against them."""
+    with the tuned instances and batch; the union of the three steps' parameters (`steps`: their configs
+    by name), so a threshold has one place, and the committed rendering is checked against them."""
     entry = steps[ONEHOP_STEPS[0]]
     config = ModelConfig(name=ONEHOP, backend="python", max_batch_size=entry.max_batch_size)
     add_public_tensors(config)

@@ -10,7 +10,8 @@ and once through the gateway's /v1/chat/completions SSE (httpx), switching path 
 the clients start with each): both paths see the same engine load and the same drift of the machine's
 speed, which timing one path after the other did not (this machine's speed moved ~15 % within a
 session). A request's TTFT is its first text chunk; its tokens/s is its answer's tokens (the LLM
-tokenizer) over its whole time; each path's figure is the median over its requests. Embeddings: `--embedding-requests` requests of `--embedding-batch` texts at concurrency 4,
+tokenizer) over its whole time; each path's figure is the median over its requests.
+Embeddings: `--embedding-requests` requests of `--embedding-batch` texts at concurrency 4,
 text_embedding over gRPC vs /v1/embeddings, as floats and as base64 (what the official `openai` client
 asks for by default). Every figure: median and range over `--runs` runs. Also timed: encoding one
 answer of `--embedding-batch` rows as JSON, FastAPI's default encoder against orjson (the gateway's).

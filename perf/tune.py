@@ -37,7 +37,7 @@ FALLBACK_TRIES = 2  # if none of them meets the budget, this many more, lowest p
 CURVE_INTERVAL_MS = 1000  # concurrency 1: little variance, short windows suffice
 CURVE_MAX_TRIALS = 20
 LOAD_REQUESTS = 100  # per perf_analyzer window under load: each p99 rests on at least 300 requests
-DECISIVE_MARGIN = 0.25  # a runner-up this far behind the leader in throughput is not measured again
+DECISIVE_MARGIN = 0.25  # a runner-up this far behind the leader (throughput, or p99 in an open loop) is not measured again
 
 
 @dataclass
@@ -312,8 +312,12 @@ class Objective:
             return -runner_up <= (1 + DECISIVE_MARGIN) * -leader
         return runner_up >= (1 - DECISIVE_MARGIN) * leader
 
+    @property
+    def unit(self) -> str:
+        return " ms" if self.open_loop else "/s"
+
     def describe(self, score: float) -> str:
-        return f"p99 {-score:.1f} ms" if self.open_loop else f"{score:.1f}/s"
+        return f"p99 {-score:.1f}{self.unit}" if self.open_loop else f"{score:.1f}{self.unit}"
 
 
 def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget_ms: float,
@@ -331,10 +335,9 @@ def confidence(runs: dict[Candidate, list[Measurement]], best: Candidate, budget
     mine_scores, rival_scores = [objective.score(m) for m in mine], [objective.score(m) for m in rival]
     noise = max(max(r) - min(r) for r in (mine_scores, rival_scores))
     gap = min(mine_scores) - max(rival_scores)
-    unit = " ms" if objective.open_loop else "/s"
     summary = (f"worst of {len(mine)} runs {objective.describe(min(mine_scores))} vs the runner-up's "
                f"({others[0].label()}) best of {len(rival)} {objective.describe(max(rival_scores))}; "
-               f"run-to-run spread {noise:.1f}{unit}")
+               f"run-to-run spread {noise:.1f}{objective.unit}")
     if gap > noise:
         return f"high: {summary}"
     return f"low: within noise ({summary}); either is a sound choice"

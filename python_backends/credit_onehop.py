@@ -2,9 +2,9 @@
 credit_aggregate) chained inside one Python model, so a request crosses one stub instead of three.
 
 The steps are the same classes the ensembles' step models run, configured the same way: this model's
-version folder holds copies of their files (features.json, the fused members' graph as members.onnx, written by
-`modelrepo build`) and its config.pbtxt the union of their parameters (rendered from theirs, see
-build/credit.py). A request refused by validation is answered with its error; its neighbours in the
+version folder holds copies of their files (features.json, and the fused members' graph as members.onnx,
+written by `modelrepo build`) and its config.pbtxt the union of their parameters (rendered from theirs,
+see build/credit.py). A request refused by validation is answered with its error; its neighbours in the
 dynamic batch go on through the next steps.
 """
 

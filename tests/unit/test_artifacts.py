@@ -69,3 +69,18 @@ def test_the_credit_install_copies_this_builds_files_and_removes_an_earlier_buil
     assert sorted(p.name for p in installed.iterdir()) == ["members.onnx", "model.py"]
     assert (installed / "model.py").read_text() == "shim"
     assert (tmp_path / "repository" / "credit_default" / "build_report.md").read_text() == "report"
+
+
+def test_a_rebuild_removes_what_the_previous_build_wrote_and_this_one_does_not(tmp_path):
+    def produce(names):
+        def write(out):
+            for name in names:
+                (out / name).write_text(name)
+            return {}
+        return write
+
+    run_step("s", tmp_path / "out", {"v": 1}, produce(["model.onnx", "a.json"]))
+    (tmp_path / "out" / "model.py").write_text("committed, never written by the step")
+    run_step("s", tmp_path / "out", {"v": 2}, produce(["members.onnx", "a.json"]))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != STAMP_FILENAME) == ["a.json", "members.onnx", "model.py"]
+    assert read_stamp(tmp_path / "out")["files"] == ["a.json", "members.onnx"]
