@@ -40,23 +40,38 @@ def psi(actual: np.ndarray, expected: np.ndarray) -> float:
 
 @dataclass
 class DriftWindow:
-    """The last `size` values of one feature, scored against its reference."""
+    """The last `size` values of one feature, scored against its reference.
+
+    The window keeps each value's reference bin and a running count per bin, so adding a batch and
+    scoring cost the batch and the bins, not the window (it is scored after every batch)."""
 
     reference: DriftReference
     size: int = 1000
     min_rows: int = 100
-    values: deque = field(default_factory=deque)
+    bins: deque = field(default_factory=deque)
+
+    def __post_init__(self) -> None:
+        self.edges = np.asarray(self.reference.inner_edges, dtype=np.float64)
+        self.expected = np.asarray(self.reference.proportions, dtype=np.float64)
+        self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.bins)
 
     def full_enough(self) -> bool:
-        return len(self.values) >= min(self.min_rows, self.size)
+        return len(self.bins) >= min(self.min_rows, self.size)
 
     def add(self, new_values: np.ndarray) -> None:
-        self.values.extend(np.asarray(new_values, dtype=np.float64).reshape(-1).tolist())
-        while len(self.values) > self.size:
-            self.values.popleft()
+        values = np.asarray(new_values, dtype=np.float64).reshape(-1)[-self.size:]
+        new_bins = np.searchsorted(self.edges, values, side="right")  # as histogram() bins them
+        self.counts += np.bincount(new_bins, minlength=len(self.counts))
+        self.bins.extend(new_bins.tolist())
+        overflow = len(self.bins) - self.size
+        if overflow > 0:
+            evicted = [self.bins.popleft() for _ in range(overflow)]
+            self.counts -= np.bincount(evicted, minlength=len(self.counts))
 
     def score(self) -> float:
-        if not self.values:
+        if not self.bins:
             return 0.0
-        actual = histogram(np.fromiter(self.values, dtype=np.float64), self.reference.inner_edges)
-        return psi(actual, np.asarray(self.reference.proportions))
+        return psi(self.counts / len(self.bins), self.expected)

@@ -11,7 +11,12 @@ per run the statistics are read before and after, and each hop is a mean per req
 - per step: queue, compute input (tensors into the stub's shared memory), compute infer (the stub's
   execute: IPC to the stub process, the adapter, the handler), compute output;
 - the handler alone (TextTokenizer / OnnxRunner at batch 1, in this process, same thread counts), so
-  compute infer minus handler is the Python backend's per-call cost (stub IPC + triton_adapter).
+  compute infer minus handler is the Python backend's per-call cost (stub IPC + triton_adapter); the
+  encoder also as the served instances take turns: as many sessions (each its own copy of the weights)
+  called in turn, which is what Triton does with two instances at concurrency 1;
+- where the cores go: CPU time per request of each process during the run (the Python client, which is
+  this process; tritonserver: gRPC, the ensemble, the schedulers; the tokenizer's stub; the encoder's
+  stubs) and the cores left idle. On 2 cores the encoder gets what the rest leaves.
 Writes perf/results/short_text_hops.{json,md}.
 """
 
@@ -24,6 +29,7 @@ import threading
 import time
 
 import numpy as np
+import psutil
 import tritonclient.grpc as grpcclient
 
 from modelrepo.paths import MODEL_REPOSITORY
@@ -74,6 +80,34 @@ def send(url: str, texts: list[str], concurrency: int, requests: int) -> list[fl
     return latencies
 
 
+CPU_GROUPS = ("client", "tritonserver", "tokenizer_stubs", "encoder_stubs")
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """Cumulative CPU seconds (user + system) per process group, and the wall clock under "wall"."""
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    server = psutil.Process(server_pid)
+    totals = dict.fromkeys(CPU_GROUPS, 0.0)
+    totals["client"], totals["tritonserver"] = used(psutil.Process()), used(server)
+    for stub in server.children(recursive=True):
+        command = " ".join(stub.cmdline())
+        for model, group in ((TOKENIZER, "tokenizer_stubs"), (ENCODER, "encoder_stubs")):
+            if f"/{model}/" in command:
+                totals[group] += used(stub)
+    return {**totals, "wall": time.monotonic()}
+
+
+def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """ms of CPU per request of each group, and the cores' idle ms per request (all cores, minus the groups)."""
+    figures = {f"cpu_{group}": (after[group] - before[group]) / requests * 1000 for group in CPU_GROUPS}
+    wall_ms = (after["wall"] - before["wall"]) / requests * 1000
+    figures["cpu_idle"] = wall_ms * (os.cpu_count() or 1) - sum(figures.values())
+    return figures
+
+
 def hops(before: dict, after: dict, latencies: list[float]) -> dict[str, float]:
     """Mean ms per request of each hop between two statistics snapshots."""
     delta = {m: {k: after[m][k] - before[m][k] for k in after[m]} for m in after}
@@ -88,8 +122,10 @@ def hops(before: dict, after: dict, latencies: list[float]) -> dict[str, float]:
     return figures
 
 
-def handler_ms(session, texts: list[str], repeats: int = 100) -> dict[str, float]:
-    """Tokenizer and encoder handlers at batch 1 in this process (the encoder with the served threads)."""
+def handler_ms(sessions: list, texts: list[str], repeats: int = 100) -> dict[str, float]:
+    """Tokenizer and encoder handlers at batch 1 in this process (the encoder with the served threads):
+    one session, and every session in turn."""
+    session = sessions[0]
     batches = [session.tokenize([text]) for text in texts]
 
     def mean_ms(call) -> float:
@@ -100,6 +136,7 @@ def handler_ms(session, texts: list[str], repeats: int = 100) -> dict[str, float
         return (time.perf_counter() - began) / repeats * 1000
     return {"tokenizer_handler": mean_ms(lambda i: session.tokenize([texts[i % len(texts)]])),
             "encoder_handler": mean_ms(lambda i: session.runner.run(batches[i % len(batches)])),
+            "encoder_handler_in_turn": mean_ms(lambda i: sessions[i % len(sessions)].runner.run(batches[i % len(batches)])),
             "tokens_min": min(int(b["attention_mask"].sum()) for b in batches),
             "tokens_max": max(int(b["attention_mask"].sum()) for b in batches)}
 
@@ -107,7 +144,10 @@ def handler_ms(session, texts: list[str], repeats: int = 100) -> dict[str, float
 ROWS = [("client round trip (mean)", "client_round_trip"), ("client p99", "client_p99"),
         ("client + gRPC (round trip - ensemble in server)", "client_and_grpc"),
         ("ensemble in server", "ensemble_total"), ("ensemble's own (scheduling steps, tensors between them)", "ensemble_own"),
-        *[(f"{label}: {phase.replace('_', ' ')}", f"{label}_{phase}") for label in ("tokenizer", "encoder") for phase in ("total", *PHASES)]]
+        *[(f"{label}: {phase.replace('_', ' ')}", f"{label}_{phase}") for label in ("tokenizer", "encoder") for phase in ("total", *PHASES)],
+        ("CPU: client (Python, this process)", "cpu_client"), ("CPU: tritonserver (gRPC, ensemble, schedulers)", "cpu_tritonserver"),
+        ("CPU: tokenizer stub", "cpu_tokenizer_stubs"), ("CPU: encoder stubs", "cpu_encoder_stubs"),
+        ("CPU: idle (all cores, minus the above)", "cpu_idle")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,33 +159,39 @@ def main(argv: list[str] | None = None) -> None:
     key = secrets.token_urlsafe(12)
     headers = {GRPC_ADMIN_HEADER: key}
     runs: dict[int, list[dict]] = {1: [], 16: []}
-    session = embedder(served_parallelism().threads_per_session)
+    parallelism = served_parallelism()
+    sessions = [embedder(parallelism.threads_per_session) for _ in range(parallelism.sessions)]
     with TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=key, load_models=(MODEL,)) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         send(server.grpc_url, texts, 4, 40)  # warm
         for _ in range(args.runs):
             # The handlers timed right before the concurrency-1 run, with the server idle: the same
             # conditions, so compute infer minus handler is the stub's cost (at 16 the cores are shared).
-            handlers = handler_ms(session, texts)
+            handlers = handler_ms(sessions, texts)
             for concurrency in runs:
-                before = statistics(client, headers)
+                before, cpu_before = statistics(client, headers), cpu_seconds(server.process.pid)
                 load = os.getloadavg()[0]
                 latencies = send(server.grpc_url, texts, concurrency, args.requests)
-                runs[concurrency].append({**hops(before, statistics(client, headers), latencies), "load_1min": load, **handlers})
+                cpu = cpu_per_request(cpu_before, cpu_seconds(server.process.pid), args.requests)
+                runs[concurrency].append({**hops(before, statistics(client, headers), latencies), **cpu,
+                                          "load_1min": load, **handlers})
     for run in runs[1]:
         run["tokenizer_stub_overhead"] = run["tokenizer_compute_infer"] - run["tokenizer_handler"]
         run["encoder_stub_overhead"] = run["encoder_compute_infer"] - run["encoder_handler"]
+        run["encoder_stub_overhead_in_turn"] = run["encoder_compute_infer"] - run["encoder_handler_in_turn"]
     rows = ROWS + [("tokenizer handler alone, batch 1, in process", "tokenizer_handler"),
                    ("encoder handler alone, batch 1, in process", "encoder_handler"),
+                   ("encoder handler, batch 1, in process, the served instances' sessions in turn", "encoder_handler_in_turn"),
                    ("tokenizer: compute infer - handler (stub IPC + adapter)", "tokenizer_stub_overhead"),
-                   ("encoder: compute infer - handler (stub IPC + adapter)", "encoder_stub_overhead"), ("load (1 min)", "load_1min")]
+                   ("encoder: compute infer - handler (stub IPC + adapter)", "encoder_stub_overhead"),
+                   ("encoder: compute infer - handler's sessions in turn", "encoder_stub_overhead_in_turn"), ("load (1 min)", "load_1min")]
 
     def cell(concurrency: int, key: str) -> str:
         values = [run[key] for run in runs[concurrency] if key in run]
         return Spread.of(values).text(2) if values else "—"
     body = [
         f"{args.requests} single-text gRPC requests per run, short texts of {handlers['tokens_min']}-{handlers['tokens_max']} "
-        f"tokens; mean ms per request, median (range) over {args.runs} runs. The handlers alone are timed in this "
+        f"tokens; mean ms per request, median (range) over {args.runs} runs; the CPU rows are CPU ms per request of each process ({os.cpu_count()} cores). The handlers alone are timed in this "
         "process just before each run (server idle); their difference to compute infer is given at concurrency 1 only.",
         "",
         "| hop (ms per request) | concurrency 1 | concurrency 16 |",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from modelrepo.python_backends.credit_features import CreditFeatures, FeatureSpec
-from modelrepo.python_backends.drift import DriftReference, DriftWindow, psi
+from modelrepo.python_backends.drift import DriftReference, DriftWindow, histogram, psi
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, EnsembleAggregate, summarise
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.metrics import InMemoryRegistry
@@ -79,7 +79,20 @@ def test_psi_definition_and_window():
     assert psi(np.array([0.7, 0.3]), np.array([0.5, 0.5])) == pytest.approx(expected)
     window = DriftWindow(DriftReference.from_training(np.arange(100.0)), size=10, min_rows=5)
     window.add(np.arange(20.0))
-    assert len(window.values) == 10 and window.full_enough()
+    assert len(window) == 10 and window.full_enough()
+
+
+def test_the_window_scores_its_last_values_as_a_full_histogram_would():
+    reference = DriftReference.from_training(TRAIN[:, 1])
+    window, seen = DriftWindow(reference, size=250), []
+    for size in (1, 7, 100, 300, 3, 64, 0, 249):  # eviction within a batch, across batches, and a batch over size
+        batch = RNG.gamma(2, 600, size)
+        batch[::11] = np.nan  # NaN lands in the open top bin, as np.searchsorted puts it
+        window.add(batch)
+        seen.extend(batch)
+        last = np.array(seen[-250:])
+        assert len(window) == len(last)
+        assert window.score() == pytest.approx(psi(histogram(last, reference.inner_edges), np.array(reference.proportions)))
 
 
 def test_summary_statistics_and_interval():
@@ -108,9 +121,15 @@ def test_aggregate_outputs_and_metrics():
     np.testing.assert_allclose(out["CLASS_PROBABILITIES"], [[0.98, 0.02], [0.1, 0.9]], rtol=1e-6)
     assert [d.decode() for d in out["DECISION"][:, 0]] == ["approve", "decline"]
     assert registry.value("credit_decisions_total", decision="approve") == 1
+    assert registry.value("credit_decisions_total", decision="decline") == 1
     bad = {name: np.array([[1.5]], dtype=np.float32) for name in names}
     (refused,) = handler.execute_batch([bad])
-    assert isinstance(refused, InputError)
+    assert isinstance(refused, InputError) and refused.input_name == "MEMBER_0"
+    not_a_number = {**request, "MEMBER_2": np.array([[0.5], [np.nan]], dtype=np.float32)}
+    (refused,) = handler.execute_batch([not_a_number])
+    assert isinstance(refused, InputError) and refused.input_name == "MEMBER_2"
+    (out,) = handler.execute_batch([{name: np.array([[0.02], [0.03], [0.9]], dtype=np.float32) for name in names}])
+    assert registry.value("credit_decisions_total", decision="approve") == 3  # two more in one batch
 
 
 def tiny_members_onnx(path, members: int = 3) -> None:

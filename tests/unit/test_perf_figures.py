@@ -140,3 +140,15 @@ def test_genai_perf_figures_are_the_median_and_range_of_each_runs_statistic():
     figures = spreads(runs)
     assert figures["time_to_first_token"]["p99"] == Spread(1200.0, 1100.0, 1300.0, (1300.0, 1100.0, 1200.0))
     assert "output_token_throughput" not in figures  # missing from one run: no median pretended
+
+
+def test_cpu_per_request_divides_each_group_and_counts_what_no_process_used_as_idle(monkeypatch):
+    from modelrepo.perf.studies import short_text_hops
+
+    monkeypatch.setattr(short_text_hops.os, "cpu_count", lambda: 2)
+    before = {"client": 1.0, "tritonserver": 2.0, "tokenizer_stubs": 0.5, "encoder_stubs": 3.0, "wall": 100.0}
+    # 10 requests over 1 s of wall on 2 cores: 200 ms of core time per request, 155 of it used
+    after = {"client": 1.1, "tritonserver": 2.2, "tokenizer_stubs": 0.55, "encoder_stubs": 4.2, "wall": 101.0}
+    figures = short_text_hops.cpu_per_request(before, after, requests=10)
+    assert figures == pytest.approx({"cpu_client": 10.0, "cpu_tritonserver": 20.0, "cpu_tokenizer_stubs": 5.0,
+                                     "cpu_encoder_stubs": 120.0, "cpu_idle": 45.0})
