@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return short_text_bench(rest)
     parser = argparse.ArgumentParser(prog="modelrepo bench", description=__doc__.splitlines()[0], parents=[workload],
-                                     epilog="`modelrepo bench NAME --help`: one model's throughput and latency")
+                                     epilog="`modelrepo bench --workload short --help`: its options (--runs, --mixed-rate, ...); "
+                                            "`modelrepo bench NAME --help`: one model's throughput and latency")
     parser.add_argument("--p99-ms", type=float, default=1000.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="closed-loop duration per HTTP measurement")
