@@ -104,3 +104,16 @@ def answer_each(
         for index, outputs in zip(valid, compute(prepared), strict=True):
             results[index] = outputs
     return results  # type: ignore[return-value]
+
+
+def run_in_steps(requests: Sequence[Tensors], steps: Sequence[Callable[[list[Tensors]], list]]) -> list[Tensors | Exception]:
+    """Handlers chained inside one model: each step's `execute_batch` gets what the previous one answered.
+    A request a step refuses keeps that error; its neighbours go on through the next steps."""
+    results: list[Tensors | Exception] = list(requests)
+    for step in steps:
+        going_on = [index for index, result in enumerate(results) if not isinstance(result, Exception)]
+        if not going_on:
+            break
+        for index, output in zip(going_on, step([results[index] for index in going_on]), strict=True):
+            results[index] = output
+    return results

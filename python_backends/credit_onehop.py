@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from modelrepo.python_backends.batching import Tensors
+from modelrepo.python_backends.batching import Tensors, run_in_steps
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.credit_features import CreditFeatures
 from modelrepo.python_backends.ensemble_stats import EnsembleAggregate
@@ -34,11 +34,4 @@ class CreditOneHop:
                    EnsembleAggregate.from_context(context, member_inputs=members.output_names))
 
     def execute_batch(self, requests: Sequence[Tensors]) -> list[Tensors | Exception]:
-        results: list[Tensors | Exception] = list(requests)
-        for step in self.steps:
-            going_on = [index for index, result in enumerate(results) if not isinstance(result, Exception)]
-            if not going_on:
-                break
-            for index, output in zip(going_on, step([results[index] for index in going_on]), strict=True):
-                results[index] = output
-        return results
+        return run_in_steps(requests, self.steps)

@@ -27,8 +27,13 @@ class DriftReference:
         return cls(edges.tolist(), histogram(values, edges).tolist())
 
 
+def bin_indices(values: np.ndarray, inner_edges) -> np.ndarray:
+    """Each value's bin: 0 below the first edge, len(edges) from the last one up (NaN lands there too)."""
+    return np.searchsorted(inner_edges, values, side="right")
+
+
 def histogram(values: np.ndarray, inner_edges) -> np.ndarray:
-    counts = np.bincount(np.searchsorted(inner_edges, values, side="right"), minlength=len(inner_edges) + 1)
+    counts = np.bincount(bin_indices(values, inner_edges), minlength=len(inner_edges) + 1)
     return counts / max(counts.sum(), 1)
 
 
@@ -63,7 +68,7 @@ class DriftWindow:
 
     def add(self, new_values: np.ndarray) -> None:
         values = np.asarray(new_values, dtype=np.float64).reshape(-1)[-self.size:]
-        new_bins = np.searchsorted(self.edges, values, side="right")  # as histogram() bins them
+        new_bins = bin_indices(values, self.edges)
         self.counts += np.bincount(new_bins, minlength=len(self.counts))
         self.bins.extend(new_bins.tolist())
         overflow = len(self.bins) - self.size

@@ -20,19 +20,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.embedding_sessions import ENCODER
 from modelrepo.perf.results import Spread, record
 from modelrepo.perf.workloads import short_texts, text_input_data
+from modelrepo.triton.model_config import read_config, write_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 ENSEMBLE, TOKENIZER, ONEHOP = "text_embedding", "minilm_tokenizer", "text_embedding_onehop"
 # The candidate's shim: the two shipped handlers, the second fed with what the first answered.
 ONEHOP_MODEL = '''
+from modelrepo.python_backends.batching import run_in_steps
 from modelrepo.python_backends.onnx_runner import OnnxRunner
 from modelrepo.python_backends.text_tokenizer import TextTokenizer
 from modelrepo.python_backends.triton_adapter import triton_model
@@ -40,26 +39,18 @@ from modelrepo.python_backends.triton_adapter import triton_model
 
 class TokenizeThenEncode:
     def __init__(self, tokenizer, encoder):
-        self.tokenizer, self.encoder = tokenizer, encoder
+        self.steps = (tokenizer.execute_batch, encoder.execute_batch)
 
     @classmethod
     def from_context(cls, context):
         return cls(TextTokenizer.from_context(context), OnnxRunner.from_context(context))
 
     def execute_batch(self, requests):
-        results = self.tokenizer.execute_batch(requests)
-        valid = [i for i, result in enumerate(results) if not isinstance(result, Exception)]
-        for i, output in zip(valid, self.encoder.execute_batch([results[i] for i in valid])):
-            results[i] = output
-        return results
+        return run_in_steps(requests, self.steps)
 
 
 TritonPythonModel = triton_model(TokenizeThenEncode)
 '''
-
-
-def read(path: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
 
 
 def candidate_repository(folder: Path) -> Path:
@@ -72,14 +63,14 @@ def candidate_repository(folder: Path) -> Path:
     (version / "tokenizer").symlink_to(MODEL_REPOSITORY / TOKENIZER / "1" / "tokenizer")
     (version / "model.onnx").symlink_to(MODEL_REPOSITORY / ENCODER / "1" / "model.onnx")
     (version / "model.py").write_text(ONEHOP_MODEL)
-    tokenizer, config = read(repository / TOKENIZER / "config.pbtxt"), read(repository / ENCODER / "config.pbtxt")
+    tokenizer, config = read_config(repository / TOKENIZER), read_config(repository / ENCODER)
     config.name = ONEHOP
     del config.input[:]
     config.input.extend(tokenizer.input)
     config.ClearField("model_warmup")  # the encoder's warmup feeds token ids, which this model does not take
     for key, value in tokenizer.parameters.items():
         config.parameters[key].CopyFrom(value)
-    (repository / ONEHOP / "config.pbtxt").write_text(text_format.MessageToString(config))
+    write_config(repository / ONEHOP, config)
     return repository
 
 
