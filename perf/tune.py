@@ -2,7 +2,8 @@
 
 1. Start the embedded server (explicit model control) with MODEL only (an ensemble brings its steps).
 2. Measure the batch-size → latency curve once: one request carrying b rows at concurrency 1, for
-   b = 1, 2, 4, … up to max_batch_size, with batching knobs neutral (1 instance, no queue delay).
+   b = 1, 2, 4, … up to max_batch_size, with batching knobs neutral (1 instance, no queue delay, no
+   queue policy or priority levels: with either, Triton 2.51's batcher stalls one instance in 500 ms steps).
 3. Predict every candidate (instances × preferred batch × queue delay; delays derived from the load
    and the budget) with tune_search, keep the best few that fit the budget with margin.
 4. Verify those end to end with perf_analyzer under the requested load, each candidate loaded with
@@ -34,7 +35,7 @@ ModelInstanceGroup = model_config_pb2.ModelInstanceGroup
 DEFAULT_INSTANCE_OPTIONS = (1, 2)  # 2 cores: more instances only contend
 KEEP = 2  # candidates verified under load; the deciding measurement repeats the best two
 FALLBACK_TRIES = 2  # if none of them meets the budget, this many more, lowest predicted latency first
-CURVE_INTERVAL_MS = 1000  # concurrency 1: little variance, short windows suffice
+CURVE_INTERVAL_MS = 300  # concurrency 1: little variance, short windows suffice (at least 10 requests each, below)
 CURVE_MAX_TRIALS = 20
 LOAD_REQUESTS = 100  # per perf_analyzer window under load: each p99 rests on at least 300 requests
 DECISIVE_MARGIN = 0.25  # a runner-up this far behind the leader (throughput, or p99 in an open loop) is not measured again
@@ -120,13 +121,20 @@ class LiveModels:
 
 
 def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int | None) -> ModelConfig:
-    """A copy with the candidate's batching knobs (None: neutral — no preferred size, no delay)."""
+    """A copy with the candidate's batching knobs. None: neutral, for the latency curve — no preferred
+    size, no delay, and no queue policy or priority levels: with either, Triton 2.51's batcher stops
+    prefetching and one instance waits out 500 ms steps (README "Failure modes"), which at concurrency 1
+    put a stall into a quarter of the curve's requests and stretched its windows. The queue guards are
+    no use to one request at a time; the candidates keep them."""
     tuned = ModelConfig()
     tuned.CopyFrom(config)
     batching = tuned.dynamic_batching
     batching.ClearField("preferred_batch_size")
     batching.max_queue_delay_microseconds = 0
-    if candidate is not None:
+    if candidate is None:
+        for stall_trigger in ("priority_levels", "default_priority_level", "default_queue_policy", "priority_queue_policy"):
+            batching.ClearField(stall_trigger)
+    else:
         batching.preferred_batch_size.append(min(candidate.preferred_batch, tuned.max_batch_size))
         batching.max_queue_delay_microseconds = candidate.queue_delay_us
     if instances is not None:

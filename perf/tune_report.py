@@ -107,7 +107,7 @@ def summary(result: TuneResult, command: str, input_data: str = "random") -> str
         f"Tuned models: {', '.join(result.tuned_models)}; instance count applied to `{result.bottleneck}` "
         "(largest compute share).",
         "",
-        "## Batch-size → latency curve (1 request of b rows, concurrency 1, no queue delay, 1 instance)",
+        "## Batch-size → latency curve (1 request of b rows, concurrency 1, no queue delay, no queue policy or priority levels, 1 instance)",
         "",
         "| batch rows | p50 (ms) |",
         "| --- | --- |",

@@ -1,13 +1,14 @@
 """`modelrepo tune` against Triton Model Analyzer on the same model, budget and load, in one run.
 
-    .venv/bin/python -m modelrepo.perf.studies.model_analyzer_compare [--model minilm_encoder] [--p99-ms 400] [--concurrency 8]
+    .venv/bin/python -m modelrepo.perf.studies.model_analyzer_compare [--model minilm_encoder] [--p99-ms 400] [--concurrency 8] [--runs 1]
 
 1. Model Analyzer (pinned in pyproject, installed into .cache/model-analyzer-venv: it needs numpy 2)
    in local launch mode against the embedded tritonserver, automatic brute search (instance count ×
    max_batch_size, dynamic batching on), p99 constraint = the budget, the same concurrency and input
    data, under a watchdog. Wall time measured.
 2. `modelrepo tune` on the same model (timed).
-3. Both winners re-measured by the same perf_analyzer command on one server, alternating, twice each.
+3. Both winners re-measured by the same perf_analyzer command on one server, alternating, 3 times each.
+`--runs N` repeats all three N times and reports each run and the median (range) of the ratios.
 Writes perf/results/model_analyzer_compare.{json,md}.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from modelrepo.paths import MODEL_REPOSITORY, cache_dir
 from modelrepo.perf import analyzer
-from modelrepo.perf.results import Spread, record
+from modelrepo.perf.results import Spread, record, repeat
 from modelrepo.perf.tune import LiveModels, Load
 from modelrepo.perf.tune_command import run_tune
 from modelrepo.pins import pins
@@ -152,73 +153,80 @@ def remeasure(repository: Path, model: str, configs: dict, data: Path, concurren
     return results
 
 
+def compare_once(args: argparse.Namespace, folder: Path) -> dict:
+    """Model Analyzer, then `modelrepo tune`, each timed, then both winners re-measured on one server."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    repository = single_model_repository(folder, args.model)
+    data = encoder_input_data(folder)
+    print("model analyzer: profiling…", flush=True)
+    theirs = run_model_analyzer(folder, repository, args.model, args.p99_ms, args.concurrency, data)
+    print(f"model analyzer: {theirs['seconds']:.0f} s, winner {theirs['config_name']}", flush=True)
+    started = time.monotonic()
+    ours = run_tune(repository, args.model, args.p99_ms, Load(concurrency=args.concurrency), False,
+                    folder / "tune-report", (1, 2), "modelrepo tune", input_data=str(data))
+    our_seconds = time.monotonic() - started
+    # No winner (nothing met the budget) leaves the repository's config: measure that, say so below.
+    configs = {"modelrepo tune": ours.configs.get(args.model) or read_config(repository / args.model),
+               "model analyzer": theirs["config"]}
+    again = remeasure(repository, args.model, configs, data, args.concurrency, folder)
+    ratios = Spread.of(ours_run["throughput_infer_per_s"] / theirs_run["throughput_infer_per_s"]
+                       for ours_run, theirs_run in zip(again["modelrepo tune"], again["model analyzer"], strict=True))
+    return {"ours_seconds": our_seconds, "theirs_seconds": theirs["seconds"], "ratio_time": our_seconds / theirs["seconds"],
+            "ratio_throughput": ratios.median, "ratio_throughput_rounds": ratios.as_dict(), "remeasured": again,
+            "ours_winner": ours.winner.label() if ours.winner else "none", "theirs_winner": theirs["config_name"],
+            "theirs_measured": theirs["measured_rows"], "configs": configs,
+            "model_analyzer_log_tail": (folder / "model_analyzer.log").read_text()[-4000:]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm_encoder")
     parser.add_argument("--p99-ms", type=float, default=400.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=1, help="the whole comparison this many times, one after the other")
     args = parser.parse_args(argv)
-    folder = cache_dir() / "model-analyzer-run"  # kept after the run: Model Analyzer's log and exports
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    if True:
-        repository = single_model_repository(folder, args.model)
-        data = encoder_input_data(folder)
-        model_analyzer_venv()  # installed before the clock starts
-        print("model analyzer: profiling…", flush=True)
-        theirs = run_model_analyzer(folder, repository, args.model, args.p99_ms, args.concurrency, data)
-        print(f"model analyzer: {theirs['seconds']:.0f} s, winner {theirs['config_name']}", flush=True)
-        started = time.monotonic()
-        ours = run_tune(repository, args.model, args.p99_ms, Load(concurrency=args.concurrency), False,
-                        folder / "tune-report", (1, 2), "modelrepo tune", input_data=str(data))
-        our_seconds = time.monotonic() - started
-        shutil.copytree(folder / "tune-report", folder / "kept-report")
-        # No winner (nothing met the budget) leaves the repository's config: measure that, say so below.
-        configs = {"modelrepo tune": ours.configs.get(args.model) or read_config(repository / args.model),
-                   "model analyzer": theirs["config"]}
-        again = remeasure(repository, args.model, configs, data, args.concurrency, folder)
-        ma_log_tail = (folder / "model_analyzer.log").read_text()[-4000:]
-    throughput = {name: Spread.of(r["throughput_infer_per_s"] for r in runs) for name, runs in again.items()}
-    within = {name: all(r["p99_ms"] <= args.p99_ms for r in runs) for name, runs in again.items()}
-    ratios = Spread.of(ours_run["throughput_infer_per_s"] / theirs_run["throughput_infer_per_s"]
-                       for ours_run, theirs_run in zip(again["modelrepo tune"], again["model analyzer"], strict=True))
-    ratio_throughput = ratios.median
-    ratio_time = our_seconds / theirs["seconds"]
+    model_analyzer_venv()  # installed before any clock starts
+    folder = cache_dir() / "model-analyzer-run"  # the last run's logs and exports are kept there
+    runs = repeat(args.runs, lambda _: compare_once(args, folder))
+    time_ratio, throughput_ratio = (Spread.of(run[key] for run in runs) for key in ("ratio_time", "ratio_throughput"))
+    last = runs[-1]
     body = [
         f"Model `{args.model}`, p99 budget {args.p99_ms:g} ms, concurrency {args.concurrency}, input: 64 tokenized test "
         f"reviews (cut or padded to {TOKENS} tokens). Model Analyzer {pins().model_analyzer}: automatic brute search, instances ≤ 2, "
-        "max_batch_size ≤ 64, local launch mode on the embedded tritonserver 2.51.0.",
+        "max_batch_size ≤ 64, local launch mode on the embedded tritonserver 2.51.0. Each run: Model Analyzer, then "
+        f"`modelrepo tune`, each timed, then both winners re-measured {REMEASURE_ROUNDS} times alternating on one server.",
         "",
-        f"| tuner | wall time (s) | chosen config | re-measured throughput (/s), median (range) of {REMEASURE_ROUNDS} | p99 within budget in all |",
-        "| --- | --- | --- | --- | --- |",
-        f"| modelrepo tune | {our_seconds:.0f} | {ours.winner.label() if ours.winner else 'none'} | "
-        f"{throughput['modelrepo tune'].text(1)} | {within['modelrepo tune']} |",
-        f"| Model Analyzer | {theirs['seconds']:.0f} | {theirs['config_name']} ({theirs['measured_rows']} configs measured) | "
-        f"{throughput['model analyzer'].text(1)} | {within['model analyzer']} |",
+        "| run | modelrepo tune (s) | Model Analyzer (s) | wall-time ratio | our winner | its winner | "
+        f"throughput ratio, median (range) of {REMEASURE_ROUNDS} rounds | p99 within budget in all (ours, its) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *[f"| {i + 1} | {run['ours_seconds']:.0f} | {run['theirs_seconds']:.0f} | {run['ratio_time']:.2f} | {run['ours_winner']} | "
+          f"{run['theirs_winner']} ({run['theirs_measured']} configs measured) | {Spread.of(run['ratio_throughput_rounds']['runs']).text(2)} | "
+          + ", ".join(str(all(r["p99_ms"] <= args.p99_ms for r in rounds)) for rounds in run["remeasured"].values()) + " |"
+          for i, run in enumerate(runs)],
         "",
-        f"Throughput ratio (ours / theirs, round by round): **{ratios.text(2)}x**; wall-time ratio: **{ratio_time:.2f}** "
-        "(goal: ≥ 1x throughput in ≤ 1/3 of the time).",
+        f"Over {args.runs} run(s), median (range): wall-time ratio **{time_ratio.text(2)}**, throughput ratio (ours / theirs) "
+        f"**{throughput_ratio.text(2)}x** (goal: ≥ 1x throughput in ≤ 1/3 of the time).",
         "",
-        "Re-measurements (same perf_analyzer command, one server, alternating):",
+        f"Re-measurements of run {args.runs} (same perf_analyzer command, one server, alternating):",
         "",
         "| tuner | round | throughput (/s) | p50 (ms) | p99 (ms) |",
         "| --- | --- | --- | --- | --- |",
         *[f"| {name} | {i + 1} | {r['throughput_infer_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} |"
-          for name, runs in again.items() for i, r in enumerate(runs)],
+          for name, rounds in last["remeasured"].items() for i, r in enumerate(rounds)],
         "",
-        f"Re-measure command: `{next(iter(again.values()))[0]['command']}`",
+        f"Re-measure command: `{next(iter(last['remeasured'].values()))[0]['command']}`",
         "",
-        "Configs compared:",
+        f"Configs compared in run {args.runs}:",
         "",
-        *[f"```\n# {name}\n{format_config(cfg)}```" for name, cfg in configs.items()],
+        *[f"```\n# {name}\n{format_config(cfg)}```" for name, cfg in last["configs"].items()],
     ]
     print(record(
         "model_analyzer_compare",
         "modelrepo tune vs Triton Model Analyzer (same model, budget, load)",
         " ".join(["python -m modelrepo.perf.studies.model_analyzer_compare", *(argv if argv is not None else sys.argv[1:])]).strip(),
-        {"ours_seconds": our_seconds, "theirs_seconds": theirs["seconds"], "remeasured": again,
-         "ours_winner": ours.winner.as_dict() if ours.winner else None, "theirs_winner": theirs["config_name"],
-         "ratio_throughput": ratio_throughput, "ratio_throughput_rounds": ratios.as_dict(), "ratio_time": ratio_time, "model_analyzer_log_tail": ma_log_tail},
+        {"runs": [{k: v for k, v in run.items() if k != "configs"} for run in runs],
+         "ratio_time": time_ratio.as_dict(), "ratio_throughput": throughput_ratio.as_dict()},
         body,
     ))
     return 0

@@ -31,3 +31,20 @@ def test_confidence_compares_the_winners_worst_run_with_the_runner_ups_best():
     assert confidence({ONE: [run(20, 25), run(20, 36)], TWO: [run(20, 30)]}, ONE, 250, open_loop).startswith("low: within noise")
     assert confidence({ONE: [run(50, 90)], TWO: [run(49, 300)]}, ONE, 250).startswith("high: the runner-up")
     assert confidence({ONE: [run(50, 90), run(51, 260)]}, ONE, 250).startswith("low: the winner's p99 went over")
+
+
+def test_the_curve_config_drops_the_batcher_stall_triggers_and_candidates_keep_the_queue_guards():
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.tune import with_knobs
+    from modelrepo.triton.model_config import read_config
+
+    shipped = read_config(MODEL_REPOSITORY / "minilm_encoder")
+    assert shipped.dynamic_batching.priority_levels and shipped.dynamic_batching.HasField("default_queue_policy")
+    neutral = with_knobs(shipped, None, 1).dynamic_batching
+    assert not neutral.priority_levels and not neutral.default_priority_level
+    assert not neutral.HasField("default_queue_policy") and not neutral.priority_queue_policy
+    assert not neutral.preferred_batch_size and neutral.max_queue_delay_microseconds == 0
+    tuned = with_knobs(shipped, TWO, 2)
+    assert tuned.dynamic_batching.default_queue_policy == shipped.dynamic_batching.default_queue_policy
+    assert tuned.dynamic_batching.priority_levels == shipped.dynamic_batching.priority_levels
+    assert list(tuned.dynamic_batching.preferred_batch_size) == [4] and tuned.instance_group[0].count == 2
