@@ -124,8 +124,9 @@ def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int 
     """A copy with the candidate's batching knobs. None: neutral, for the latency curve — no preferred
     size, no delay, and no queue policy or priority levels: with either, Triton 2.51's batcher stops
     prefetching and one instance waits out 500 ms steps (README "Failure modes"), which at concurrency 1
-    put a stall into a quarter of the curve's requests and stretched its windows. The queue guards are
-    no use to one request at a time; the candidates keep them."""
+    gave the curve a p99 of 514 ms against a p50 of 13 ms and stretched its windows
+    (perf/results/tune-minilm_encoder-20261202-curve-before/). The queue guards are no use to one
+    request at a time; the candidates keep them."""
     tuned = ModelConfig()
     tuned.CopyFrom(config)
     batching = tuned.dynamic_batching
