@@ -139,6 +139,5 @@ class CreditFeatures:
         for index, name in enumerate(FEATURE_ORDER):
             window = self.windows[name]
             window.add(joined[:, index])
-            if window.full_enough():  # PSI over a handful of rows is noise, not drift
-                self.psi_gauge.metric({"feature": name}).set(window.score())
+            window.publish_if_due(self.psi_gauge.metric({"feature": name}))
         return split_rows({"FEATURES": self.spec.standardise(joined)}, [len(raw) for raw in raws])

@@ -88,8 +88,7 @@ class DriftMonitor:
                 continue
             values = tensors[tensor].reshape(len(tensors[tensor]), -1)
             window.add(values[:, int(column)])
-            if window.full_enough():  # PSI over a handful of rows is noise, not drift
-                self.gauge.metric({"model": self.model, "tensor": tensor, "column": column}).set(window.score())
+            window.publish_if_due(self.gauge.metric({"model": self.model, "tensor": tensor, "column": column}))
 
 
 class ServedGraph:

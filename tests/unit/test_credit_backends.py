@@ -95,6 +95,34 @@ def test_the_window_scores_its_last_values_as_a_full_histogram_would():
         assert window.score() == pytest.approx(psi(histogram(last, reference.inner_edges), np.array(reference.proportions)))
 
 
+class RecordingGauge:
+    def __init__(self):
+        self.values: list[float] = []
+
+    def set(self, value: float) -> None:
+        self.values.append(value)
+
+
+def test_the_gauge_is_set_when_enough_rows_are_new_or_after_a_quiet_second():
+    now = [0.0]
+    window = DriftWindow(DriftReference.from_training(TRAIN[:, 1]), size=1000, clock=lambda: now[0])
+    gauge = RecordingGauge()
+    window.add(TRAIN[:99, 1])
+    assert not window.publish_if_due(gauge)  # under min_rows: PSI of a handful of rows is noise
+    window.add(TRAIN[99:100, 1])
+    assert window.publish_if_due(gauge) and gauge.values == [window.score()]
+    for start in range(100, 119):  # 19 single rows within the second: under 2 % of the window
+        window.add(TRAIN[start:start + 1, 1])
+        assert not window.publish_if_due(gauge)
+    window.add(TRAIN[119:120, 1])  # the 20th new row
+    assert window.publish_if_due(gauge) and gauge.values[-1] == window.score()
+    window.add(TRAIN[120:121, 1])
+    assert not window.publish_if_due(gauge)
+    now[0] = 1.0  # a quiet server: one row a second is published as it comes
+    assert window.publish_if_due(gauge) and len(gauge.values) == 3 and gauge.values[-1] == window.score()
+    now[0] = 5.0
+    assert not window.publish_if_due(gauge)  # nothing new since: nothing to set
+
 def test_summary_statistics_and_interval():
     members = np.array([[0.1, 0.2, 0.3], [0.5, 0.5, 0.5]])
     stats = summarise(members, interval_level=0.9)

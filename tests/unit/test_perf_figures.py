@@ -152,3 +152,28 @@ def test_cpu_per_request_divides_each_group_and_counts_what_no_process_used_as_i
     figures = short_text_hops.cpu_per_request(before, after, requests=10)
     assert figures == pytest.approx({"cpu_client": 10.0, "cpu_tritonserver": 20.0, "cpu_tokenizer_stubs": 5.0,
                                      "cpu_encoder_stubs": 120.0, "cpu_idle": 45.0})
+
+
+def test_a_stub_profile_puts_each_sample_in_one_bucket_by_its_innermost_frame(tmp_path):
+    from modelrepo.perf.studies.credit_stub_profile import profile_files
+
+    handler = tmp_path / "python_backends" / "handler.py"
+    handler.parent.mkdir()
+    handler.write_text("def f(gauge, x):\n    gauge.set(x)\n    return x * 2\n")
+    runtime = tmp_path / "site-packages" / "onnxruntime" / "session.py"
+    runtime.parent.mkdir(parents=True)
+    runtime.write_text("def run(sess):\n    return sess.run()\n")
+    adapter = tmp_path / "python_backends" / "triton_adapter.py"
+    adapter.write_text("def execute(handler):\n    return handler.f()\n")
+    outer = f"execute ({adapter}:2)"
+    raw = tmp_path / "stub.txt"
+    raw.write_text("\n".join([
+        " 50",  # no Python frame: the stub waits for a batch
+        f"{outer};f ({handler}:2) 30",  # gauge.set(...): a metric call
+        f"{outer};f ({handler}:3) 10",
+        f"{outer};f ({handler}:3);run ({runtime}:2) 6",
+        f"{outer} 4",
+    ]) + "\n")
+    buckets, lines = profile_files([raw])
+    assert buckets == {"idle": 50, "metric calls": 30, "handler": 10, "onnxruntime": 6, "adapter": 4}
+    assert lines[f"{handler}:2"] == 30 and lines[f"{runtime}:2"] == 6
