@@ -73,9 +73,12 @@ class ClassifierOutput:
         probabilities = class_probabilities(scores, self.scores)
         top = probabilities.argmax(axis=1)
         confidence = probabilities.max(axis=1)
-        for index, value in zip(top, confidence):
-            self.predictions.metric({"model": self.model, "label": self.labels[index].decode()}).increment(1.0)
-            self.confidence.observe(float(value))
+        # each metric call is an IPC round trip in the stub: one count per label predicted, not per row
+        for index, count in enumerate(np.bincount(top, minlength=len(self.labels))):
+            if count:
+                self.predictions.metric({"model": self.model, "label": self.labels[index].decode()}).increment(float(count))
+        for value in confidence.tolist():
+            self.confidence.observe(value)  # a histogram takes one observation per call
         self.drift.observe({CONFIDENCE: confidence})
         return {"PROBABILITIES": probabilities, "LABEL": self.labels[top].reshape(-1, 1)}
 

@@ -238,6 +238,10 @@ def test_classifier_metrics_and_confidence_drift(tmp_path):
     step = ClassifierOutput("m", ["a", "b"], "probabilities", metrics, DriftMonitor("m", reference, metrics, window=100))
     step.classify(np.tile(np.array([[0.99, 0.01]], dtype=np.float32), (100, 1)))  # every answer now very confident
     assert metrics.value("modelrepo_model_predictions_total", model="m", label="a") == 100
+    step.classify(np.array([[0.2, 0.8], [0.9, 0.1], [0.3, 0.7]], dtype=np.float32))  # one batch, both labels
+    assert metrics.value("modelrepo_model_predictions_total", model="m", label="a") == 101
+    assert metrics.value("modelrepo_model_predictions_total", model="m", label="b") == 2
+    assert len(step.confidence.observations) == 103  # one observation per row
     assert metrics.value("modelrepo_model_psi", model="m", tensor="CONFIDENCE", column="0") > 0.25
 
 
