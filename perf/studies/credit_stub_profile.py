@@ -35,7 +35,7 @@ import psutil
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record, repeat
-from modelrepo.perf.studies.credit_fused_vs_fanout import input_file
+from modelrepo.perf.tune_command import default_input_data
 from modelrepo.triton.server import TritonServer, free_ports
 
 BUCKETS = ("idle", "metric calls", "onnxruntime", "handler", "adapter")
@@ -135,7 +135,7 @@ def main() -> None:
         folder = Path(tmp)
         server = TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key="bench", load_models=(args.model,))
         with server:
-            data = input_file(folder, 64)
+            data = Path(default_input_data(MODEL_REPOSITORY, args.model, folder))  # the build's hold-out rows
             measure(args.model, server.grpc_url, data, args.concurrency, "bench", folder / "warm.csv")
             runs = repeat(args.runs, lambda i: one_run(args.model, server, data, args.concurrency, folder, i))
     shares = {name: Spread.of(run["shares"][name] for run in runs) for name in BUCKETS}

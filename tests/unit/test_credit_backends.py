@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -205,3 +208,26 @@ def test_the_onehop_model_chains_the_three_steps_and_answers_a_refused_request_a
         for name, value in expected.items():
             np.testing.assert_array_equal(answers[index][name], value, err_msg=name)
     assert answers[0]["DEFAULT_PROBABILITY"].shape == (2, 1) and answers[0]["INTERVAL"].shape == (2, 2)
+
+
+def test_every_model_taking_the_credit_inputs_has_perf_analyzer_data_that_passes_validation(tmp_path):
+    """`modelrepo tune credit_default_onehop` (and `bench NAME`, the studies) feed the build's sample:
+    perf_analyzer's random strings would be refused by STUDENT's rule."""
+    from modelrepo.build.credit import PUBLIC_INPUT_MODELS, SAMPLE_ROWS
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.tune_command import default_input_data
+    from modelrepo.python_backends.credit_features import INPUT_NAMES, validate_credit_inputs
+    from modelrepo.triton.model_config import read_config
+    from tests.conftest import require_built_repository
+
+    require_built_repository()
+    taking = {path.parent.name for path in MODEL_REPOSITORY.glob("*/config.pbtxt")
+              if {tensor.name for tensor in read_config(path.parent).input} == set(INPUT_NAMES)}
+    assert taking == set(PUBLIC_INPUT_MODELS)
+    for model in PUBLIC_INPUT_MODELS:
+        requests = json.loads(Path(default_input_data(MODEL_REPOSITORY, model, tmp_path)).read_text())["data"]
+        assert len(requests) == SAMPLE_ROWS
+        for request in requests:
+            tensors = {name: np.array(request[name]["content"], dtype=object if name == "STUDENT" else np.float32)
+                       for name in INPUT_NAMES}
+            assert validate_credit_inputs(tensors).shape == (1, 3)
