@@ -155,7 +155,8 @@ def test_cpu_per_request_divides_each_group_and_counts_what_no_process_used_as_i
 
 
 def test_a_stub_profile_puts_each_sample_in_one_bucket_by_its_innermost_frame(tmp_path):
-    from modelrepo.perf.studies.credit_stub_profile import profile_files
+    """A metric call by its line; then onnxruntime anywhere on the stack; then our handler; the rest is the adapter."""
+    from modelrepo.perf.studies.stub_profile import profile_files
 
     handler = tmp_path / "python_backends" / "handler.py"
     handler.parent.mkdir()
@@ -177,3 +178,11 @@ def test_a_stub_profile_puts_each_sample_in_one_bucket_by_its_innermost_frame(tm
     buckets, lines = profile_files([raw])
     assert buckets == {"idle": 50, "metric calls": 30, "handler": 10, "onnxruntime": 6, "adapter": 4}
     assert lines[f"{handler}:2"] == 30 and lines[f"{runtime}:2"] == 6
+
+
+def test_a_stub_profile_samples_an_ensembles_python_steps():
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.studies.stub_profile import python_steps
+
+    assert python_steps(MODEL_REPOSITORY, "text_embedding") == ["minilm_tokenizer", "minilm_encoder"]
+    assert python_steps(MODEL_REPOSITORY, "credit_default_onehop") == ["credit_default_onehop"]
