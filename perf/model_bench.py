@@ -23,7 +23,7 @@ from modelrepo.build.add.monitoring import stated_budget_ms
 from modelrepo.paths import MODEL_REPOSITORY, PERF_RESULTS
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record
-from modelrepo.perf.tune_command import default_input_data
+from modelrepo.perf.tune_command import check_tunable, default_input_data
 from modelrepo.triton.server import TritonServer, free_ports
 
 FIGURES = ("throughput_infer_per_s", "p50_ms", "p99_ms")
@@ -99,11 +99,12 @@ def main(argv: list[str]) -> int:
     try:
         if not (repository / args.model / "config.pbtxt").is_file():
             raise BenchError(f"there is no model {args.model!r} in {repository} (`modelrepo add` puts one in)")
+        check_tunable(repository, args.model)  # a streaming model: perf_analyzer's windows do not measure it
         if args.runs < 1 or args.requests < 1 or min(args.concurrency) < 1:
             raise BenchError("--runs, --requests and every --concurrency must be at least 1")
         if args.input_data and not Path(args.input_data).is_file():
             raise BenchError(f"--input-data {args.input_data}: no such file")
-    except BenchError as err:
+    except ValueError as err:  # BenchError, and check_tunable's refusal
         print(f"error: {err}", file=sys.stderr)
         return 2
     budget_ms = args.p99_ms or stated_budget_ms(repository, args.model)

@@ -37,10 +37,25 @@ def default_input_data(repository: Path, model: str, folder: Path, workload: str
     return "random"
 
 
+def check_tunable(repository: Path, model: str) -> None:
+    """A clear refusal, before any server starts, for what perf_analyzer's request/response windows cannot
+    tune: a model the repository lacks, and a decoupled (streaming) model or ensemble step."""
+    if not (repository / model / "config.pbtxt").exists():
+        raise ValueError(f"{model}: no such model in {repository} (no {model}/config.pbtxt)")
+    config = read_config(repository / model)
+    steps = [step.model_name for step in config.ensemble_scheduling.step] if config.platform == "ensemble" else []
+    for name in steps:
+        check_tunable(repository, name)
+    if config.model_transaction_policy.decoupled:
+        raise ValueError(f"{model} is decoupled (streams its responses): `modelrepo tune` measures request/response "
+                         "models; measure streaming LLM serving with genai-perf (python -m modelrepo.perf.studies.genai_perf_check)")
+
+
 def run_tune(repository: Path, model: str, budget_ms: float, load: Load, apply: bool, output: Path | None,
              instance_options, command: str, log=print, input_data: str | None = None,
              workload: str | None = None) -> TuneResult:
     """`workload` (reviews | short | mixed) picks the texts of a model whose one input is TEXT."""
+    check_tunable(repository, model)
     if workload is not None and input_data is not None:
         raise ValueError("--workload and --input-data: give one (the workload writes the input data)")
     if workload is not None and not text_model(repository, model):

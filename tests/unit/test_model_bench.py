@@ -36,3 +36,7 @@ def test_refusals_are_one_sentence_and_exit_2(tmp_path, capsys):
     assert "must be at least 1" in capsys.readouterr().err
     assert main(["m", "--input-data", str(tmp_path / "none.json"), "--model-repository", str(tmp_path)]) == 2
     assert "no such file" in capsys.readouterr().err
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "config.pbtxt").write_text('name: "s"\nbackend: "python"\nmodel_transaction_policy { decoupled: true }\n')
+    assert main(["s", "--model-repository", str(tmp_path)]) == 2
+    assert "s is decoupled" in capsys.readouterr().err

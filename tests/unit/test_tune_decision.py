@@ -48,3 +48,20 @@ def test_the_curve_config_drops_the_batcher_stall_triggers_and_candidates_keep_t
     assert tuned.dynamic_batching.default_queue_policy == shipped.dynamic_batching.default_queue_policy
     assert tuned.dynamic_batching.priority_levels == shipped.dynamic_batching.priority_levels
     assert list(tuned.dynamic_batching.preferred_batch_size) == [4] and tuned.instance_group[0].count == 2
+
+
+def test_tune_refuses_what_perf_analyzer_windows_cannot_measure_before_starting_a_server(capsys):
+    import pytest
+
+    from modelrepo.cli import main
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.tune_command import check_tunable
+
+    with pytest.raises(ValueError, match="llm_bls is decoupled"):
+        check_tunable(MODEL_REPOSITORY, "llm_bls")
+    with pytest.raises(ValueError, match="llm_engine is decoupled"):  # an ensemble with a streaming step
+        check_tunable(MODEL_REPOSITORY, "llm")
+    check_tunable(MODEL_REPOSITORY, "text_embedding")  # an ensemble of request/response steps
+    check_tunable(MODEL_REPOSITORY, "credit_default_onehop")
+    assert main(["tune", "no_such_model", "--p99-ms", "50"]) == 2
+    assert "no_such_model: no such model" in capsys.readouterr().err
