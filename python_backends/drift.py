@@ -17,8 +17,9 @@ from scipy.special import rel_entr
 
 FLOOR = 1e-4  # keeps empty bins from making the divergence infinite
 # A window's gauge is set again once this share of it is new, or after PUBLISH_AFTER_S of quiet: each set
-# is a blocking IPC round trip in Triton's Python backend (a quarter of credit_default_onehop's handler time
-# when it was set after every batch of a few rows), and a few new rows in a thousand barely move the PSI.
+# is a blocking IPC round trip in Triton's Python backend (a fifth of credit_default_onehop's busy stub time
+# when set after every batch of a few rows: perf/results/stub_profile-credit_default_onehop-before.md), and a
+# few new rows in a thousand barely move the PSI.
 PUBLISH_SHARE = 0.02
 PUBLISH_AFTER_S = 1.0
 
