@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from modelrepo.build.artifacts import read_stamp
-from modelrepo.build.add.layout import perf_analyzer_data, write_json
+from modelrepo.build.add.layout import SAMPLE_INPUT_DATA, perf_analyzer_data, write_json
 from modelrepo.build.reports import write_report
 from modelrepo.python_backends.credit_features import (
     FEATURE_ORDER,
@@ -24,7 +24,6 @@ from modelrepo.python_backends.credit_onehop import MEMBERS_FILENAME
 from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES, summarise
 from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInstanceGroup
 
-from modelrepo.perf.tune_command import SAMPLE_INPUT_DATA
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 MEMBERS = 10

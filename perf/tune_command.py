@@ -8,6 +8,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from modelrepo.build.add.layout import SAMPLE_INPUT_DATA
 from modelrepo.paths import PERF_RESULTS
 from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
 from modelrepo.perf.tune_report import apply_to_repository, write_report
@@ -17,9 +18,6 @@ from modelrepo.triton.model_config import read_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 TEXT_SAMPLES = 64
-
-
-SAMPLE_INPUT_DATA = "perf_input.json"  # written by `modelrepo add` from the model's sample
 
 
 def text_model(repository: Path, model: str) -> bool:

@@ -26,7 +26,6 @@ from modelrepo.build.add.recipes import (
 )
 from modelrepo.build.add.text import TOKEN_CLASS
 from modelrepo.build.reports import write_report
-from modelrepo.perf.tune_command import SAMPLE_INPUT_DATA
 from modelrepo.python_backends.classifier_output import CONFIDENCE, SCORES, ClassifierOutput
 from modelrepo.python_backends.drift import DriftReference
 from modelrepo.python_backends.onnx_runner import MODEL_FILENAME, OnnxRunner
@@ -308,6 +307,6 @@ def assemble(request: AddRequest, export: Export, staged: Path) -> Plan:
         models.insert(0, request.name)
     state_budget(public_dir, request.name, request.latency_budget_ms)
     report["latency_budget_ms"] = request.latency_budget_ms
-    layout.write_json(public_dir / SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample or served.sample))
+    layout.write_json(public_dir / layout.SAMPLE_INPUT_DATA, layout.perf_analyzer_data(public_sample or served.sample))
     write_report(public_dir, f"{request.name}: modelrepo add", report, REPORT_NOTES)
     return Plan(models, manifest_of(request, export, models), report)

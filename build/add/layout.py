@@ -153,6 +153,11 @@ def ensemble_config(name: str, inputs, outputs, max_batch_size: int, steps: list
     return config
 
 
+# perf_analyzer's default input data beside a model's config: written by `modelrepo add` (the model's
+# sample) and `modelrepo build` (the credit models' hold-out rows); `tune` and `bench NAME` feed it.
+SAMPLE_INPUT_DATA = "perf_input.json"
+
+
 def perf_analyzer_data(sample: dict[str, np.ndarray], rows: int = 64) -> dict:
     """perf_analyzer's --input-data JSON: one request per sample row (what `tune` feeds by default)."""
     count = min(rows, len(next(iter(sample.values()))))
