@@ -28,7 +28,7 @@ from google.protobuf import json_format
 
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.tune_search import CURRENT, Candidate, Prediction, all_predictions, shortlist
-from modelrepo.triton.model_config import ModelConfig, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, ensemble_steps, model_config_pb2
 
 ModelInstanceGroup = model_config_pb2.ModelInstanceGroup
 
@@ -171,7 +171,7 @@ class Tuner:
         self.instance_options, self.progress = tuple(instance_options), progress
         top = live.config(model)
         self.is_ensemble = top.platform == "ensemble"
-        steps = [step.model_name for step in top.ensemble_scheduling.step] if self.is_ensemble else [model]
+        steps = ensemble_steps(top) or [model]
         self.originals = {name: live.config(name) for name in steps}
         self.tuned_models = [name for name, cfg in self.originals.items() if cfg.HasField("dynamic_batching")]
         self.max_batch = top.max_batch_size

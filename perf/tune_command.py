@@ -14,7 +14,7 @@ from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
 from modelrepo.perf.tune_report import apply_to_repository, write_report
 from modelrepo.perf.workloads import TEXT_WORKLOADS, text_input_data
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import read_config
+from modelrepo.triton.model_config import ensemble_steps, read_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 TEXT_SAMPLES = 64
@@ -41,8 +41,7 @@ def check_tunable(repository: Path, model: str) -> None:
     if not (repository / model / "config.pbtxt").exists():
         raise ValueError(f"{model}: no such model in {repository} (no {model}/config.pbtxt)")
     config = read_config(repository / model)
-    steps = [step.model_name for step in config.ensemble_scheduling.step] if config.platform == "ensemble" else []
-    for name in steps:
+    for name in ensemble_steps(config):
         check_tunable(repository, name)
     if config.model_transaction_policy.decoupled:
         raise ValueError(f"{model} is decoupled (streams its responses): `modelrepo tune` measures request/response "

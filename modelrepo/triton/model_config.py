@@ -34,6 +34,13 @@ def parameter(config: ModelConfig, key: str, default: str | None = None) -> str 
     return default
 
 
+def ensemble_steps(config: ModelConfig) -> list[str]:
+    """The models an ensemble's steps call, in order; [] for any other model."""
+    if config.platform != "ensemble":
+        return []
+    return [step.model_name for step in config.ensemble_scheduling.step]
+
+
 def repository_models(repository: Path) -> dict[str, ModelConfig]:
     """Every model in a repository folder, by name (the folder name)."""
     return {

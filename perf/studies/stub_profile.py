@@ -41,7 +41,7 @@ from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record, repeat
 from modelrepo.perf.tune_command import default_input_data
 from modelrepo.perf.workloads import TEXT_WORKLOADS
-from modelrepo.triton.model_config import read_config
+from modelrepo.triton.model_config import ensemble_steps, read_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 BUCKETS = ("idle", "metric calls", "onnxruntime", "handler", "adapter")
@@ -91,8 +91,7 @@ def python_steps(repository: Path, model: str) -> list[str]:
     """The model itself if it runs on the Python backend; an ensemble's Python steps, in order."""
     config = read_config(repository / model)
     if config.platform == "ensemble":
-        steps = [step.model_name for step in config.ensemble_scheduling.step]
-        return [name for step in steps for name in python_steps(repository, step)]
+        return [name for step in ensemble_steps(config) for name in python_steps(repository, step)]
     return [model] if config.backend == "python" else []
 
 
