@@ -25,7 +25,7 @@ from modelrepo.gateway.settings import GatewaySettings
 from modelrepo.gateway.usage import TokenCounter
 
 def create_app(settings: GatewaySettings) -> FastAPI:
-    backend = TritonBackend(settings.triton_grpc_url, settings.admin_key)
+    backend = TritonBackend(settings.triton_grpc_url, settings.admin_key, settings.response_timeout_s)
     catalog = Catalog(backend, settings.catalog_refresh_s)
     metrics = GatewayMetrics()
     counter = TokenCounter(settings.tokenizer_dir)
@@ -44,6 +44,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, err: OpenAIError):
         request.state.error_code = err.code
+        err.report(request.state.request_id)
         return err.response()
 
     @app.exception_handler(RequestValidationError)

@@ -3,6 +3,7 @@ makes llm_bls send the engine its stop request and free the slot) and batched em
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -58,9 +59,15 @@ def triton_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
     return tensors
 
 
+def timed_out(waited_s: float) -> OpenAIError:
+    return OpenAIError(504, f"The inference server sent nothing for {waited_s:g} s; the request was cancelled",
+                       code="timeout")
+
+
 class TritonBackend:
-    def __init__(self, grpc_url: str, admin_key: str | None = None):
+    def __init__(self, grpc_url: str, admin_key: str | None = None, response_timeout_s: float = 300.0):
         self.grpc_url = grpc_url
+        self.response_timeout_s = response_timeout_s  # the longest wait for Triton's next response
         self.admin_headers = {GRPC_ADMIN_HEADER: admin_key} if admin_key else {}
         self._client = None
 
@@ -83,8 +90,9 @@ class TritonBackend:
 
     async def generate(self, model: ServedModel, generation: Generation, request_id: str, stream: bool,
                        prompt_field: str) -> AsyncIterator[str]:
-        """The text chunks of one generation. Closing the iterator early (our client disconnected)
-        cancels the gRPC stream: Triton cancels the request, llm_bls stops the engine's sequence."""
+        """The text chunks of one generation. Closing the iterator early (our client disconnected), or
+        Triton sending nothing for `response_timeout_s` (a 504), cancels the gRPC stream: Triton
+        cancels the request, llm_bls stops the engine's sequence."""
         inputs = triton_inputs(generation.inputs(model, stream))
 
         async def requests():
@@ -95,7 +103,13 @@ class TritonBackend:
         responses = self.client.stream_infer(requests())
         finished = False
         try:
-            async for result, error in responses:
+            while True:
+                try:
+                    result, error = await asyncio.wait_for(anext(responses), self.response_timeout_s)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise timed_out(self.response_timeout_s) from None
                 if error is not None:
                     raise from_triton(str(error.message() if hasattr(error, "message") else error), prompt_field)
                 array = result.as_numpy(p.TEXT_OUTPUT)
@@ -120,8 +134,11 @@ class TritonBackend:
             batch = np.array([[text.encode("utf-8")] for text in texts[start:start + size]], dtype=object)
             try:
                 result = await self.client.infer(model.name, triton_inputs({model.text_input: batch}),
-                                                 outputs=[grpcclient.InferRequestedOutput("EMBEDDING")])
+                                                 outputs=[grpcclient.InferRequestedOutput("EMBEDDING")],
+                                                 client_timeout=self.response_timeout_s)
             except InferenceServerException as err:
+                if err.status() == "StatusCode.DEADLINE_EXCEEDED":
+                    raise timed_out(self.response_timeout_s) from None
                 raise from_triton(err.message(), "input") from None
             rows.append(result.as_numpy("EMBEDDING"))
         if not rows:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger("modelrepo.gateway.errors")
 
 # Triton's words when a queue policy refuses (queue full / timed out), and our adapter's prefix.
 _OVERLOADED = re.compile(r"Exceeds maximum queue size|Request timeout expired|^overloaded: ")
@@ -32,6 +35,12 @@ class OpenAIError(Exception):
 
     def response(self, headers: dict | None = None) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+    def report(self, request_id: str) -> None:
+        """A server-side failure's cause in the log, under the request's id (the access line has
+        only the status). Not a client's mistake, nor an overload refusal: those are expected."""
+        if self.status >= 500 and self.code != "overloaded":
+            log.warning("%s %s %s", request_id, self.status, self.message)
 
 
 def bad_request(param: str, rule: str) -> OpenAIError:

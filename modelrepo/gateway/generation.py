@@ -129,6 +129,7 @@ class Generator:
                     parts.append(text)
                     yield _event(job.body([job.choice(text, None, chunk=True)], chunk=True))
             except OpenAIError as err:  # the status line has left: the error travels as an event
+                err.report(job.request_id)
                 yield _event(err.body())
                 finished = True
                 yield DONE

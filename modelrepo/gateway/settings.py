@@ -21,6 +21,7 @@ class GatewaySettings:
     default_max_tokens: int = 256  # a chat request without max_tokens / max_completion_tokens
     log_prompts: bool = False  # the access log never carries prompt text unless asked
     catalog_refresh_s: float = 10.0
+    response_timeout_s: float = 300.0  # the longest wait for Triton's next response; then 504, cancelled
 
 
 class KeyFileError(ValueError):

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.slow
 API_KEY = "gateway-test-key"
 PROMPT = "What is the capital of France?"
 ENGINE_LABELS = (("model", "llm_engine"),)
+# Each answer here takes a second or two; a stuck one fails its test in minutes, not in openai's 10.
+REQUEST_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +56,7 @@ def gateway(server, admin_key, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def client(gateway):
-    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+    return openai.OpenAI(base_url=f"{gateway}/v1", api_key=API_KEY, max_retries=0, timeout=REQUEST_TIMEOUT_S)
 
 
 def direct(server, prompt: str, max_tokens: int, **settings) -> str:
@@ -89,7 +91,8 @@ def test_chat_equals_the_direct_grpc_answer_and_counts_usage_in_tokens(client, s
 
 def test_async_chat_answers_the_same(client, gateway):
     async def ask():
-        async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=API_KEY, max_retries=0) as async_client:
+        async with openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key=API_KEY, max_retries=0,
+                                      timeout=REQUEST_TIMEOUT_S) as async_client:
             return await async_client.chat.completions.create(
                 model="llm_bls", messages=[{"role": "user", "content": PROMPT}], max_tokens=12, temperature=0)
 
@@ -207,7 +210,7 @@ def test_a_client_that_disconnects_mid_stream_stops_the_generation_and_frees_the
     cancelled_before = metric(server, "llm_cancellations_total")
     body = {"model": "llm_bls", "messages": [{"role": "user", "content": "Write a long essay about rivers."}],
             "max_tokens": 400, "stream": True}
-    with httpx.Client(timeout=120) as http:
+    with httpx.Client(timeout=REQUEST_TIMEOUT_S) as http:
         with http.stream("POST", f"{gateway}/v1/chat/completions", json=body,
                          headers={"Authorization": f"Bearer {API_KEY}"}) as response:
             assert response.status_code == 200

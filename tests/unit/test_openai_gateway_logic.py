@@ -104,6 +104,13 @@ def test_triton_refusals_map_to_openai_statuses_and_fields(message, status, para
     assert error.body()["error"]["message"]
 
 
+def test_only_a_server_failure_is_logged_with_its_request_id_and_cause(caplog):
+    with caplog.at_level("WARNING", logger="modelrepo.gateway.errors"):
+        for message in ("input 'text_input': must not be empty", "Exceeds maximum queue size", "CUDA error"):
+            from_triton(message).report("req-1")
+    assert [record.getMessage() for record in caplog.records] == ["req-1 500 The inference server failed: CUDA error"]
+
+
 def test_api_keys_come_from_the_environment_and_a_file(tmp_path):
     path = tmp_path / "keys"
     path.write_text("# team keys\nkey-one\n\nkey-two  # ci\n")
@@ -200,3 +207,33 @@ def test_the_framing_passes_a_stream_with_one_request_id_and_counts_failures():
     assert metrics.requests.labels("/v1/stream/{name}", "", "200")._value.get() == 1  # the route's template
     assert metrics.requests.labels("/v1/broken", "", "500")._value.get() == 1
     assert metrics.errors.labels("/v1/broken", "internal_error")._value.get() == 1
+
+
+def test_a_generation_triton_never_answers_is_a_504_and_its_stream_is_cancelled():
+    import asyncio
+
+    from modelrepo.gateway.backend import Generation, TritonBackend
+    from modelrepo.gateway.errors import OpenAIError
+
+    class SilentStream:
+        cancelled = False
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            await asyncio.sleep(3600)
+
+        def cancel(self):
+            SilentStream.cancelled = True
+
+    backend = TritonBackend("-", response_timeout_s=0.05)
+    backend._client = type("Client", (), {"stream_infer": lambda self, requests: SilentStream()})()
+
+    async def first_chunk():
+        return await anext(backend.generate(served("llm_bls"), Generation("hi", 4), "req-1", True, "messages"))
+
+    with pytest.raises(OpenAIError) as refused:
+        asyncio.run(first_chunk())
+    assert refused.value.status == 504 and "sent nothing for 0.05 s" in refused.value.message
+    assert SilentStream.cancelled
