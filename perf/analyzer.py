@@ -19,6 +19,13 @@ from modelrepo.triton.admin import ADMIN_HEADER, GRPC_ADMIN_HEADER, admin_key
 
 UNSTABLE = "Failed to obtain stable measurement"
 MAX_INTERVAL_MS = 12000  # windows double up to this before an unstable measurement is an error
+# Triton's words when a bounded queue (dynamic_batching.default_queue_policy) turns a request away
+QUEUE_REFUSALS = ("Request timeout expired", "Exceeds maximum queue size")
+
+
+class RequestsRefused(RuntimeError):
+    """perf_analyzer stopped because the server's queue policy refused requests at this load: the
+    configuration under test did not keep up (or the host stalled), not a broken tool."""
 
 
 class PerfAnalyzerNotFound(RuntimeError):
@@ -146,6 +153,9 @@ def measure(
         # windows (perf_analyzer's own advice) hold more samples each.
         return measure(model, grpc_url, input_data, concurrency, admin_key, csv_path, extra, request_rate,
                        interval_ms * 2, request_count * 2 if request_count else None, percentile, max_trials)
+    if completed.returncode != 0 and any(words in completed.stdout + completed.stderr for words in QUEUE_REFUSALS):
+        raise RequestsRefused(f"perf_analyzer stopped: the server refused requests to {model} "
+                              f"(its queue policy): {completed.stdout[-500:]}{completed.stderr[-500:]}")
     if completed.returncode != 0:
         raise RuntimeError(f"perf_analyzer failed ({completed.returncode}): {completed.stdout[-1500:]}{completed.stderr[-1500:]}")
     (row,) = list(csv.DictReader(open(csv_path)))

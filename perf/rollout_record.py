@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import shutil
 import tempfile
 import threading
@@ -63,14 +64,17 @@ def versioned_repository(folder: Path) -> tuple[Path, np.ndarray]:
 
 
 def router_call(server, rows: np.ndarray):
-    """A FixedRateLoad factory: one gRPC client per worker; each call answers `user:route`."""
+    """A FixedRateLoad factory: one gRPC client per worker; each call answers `user:route`. The users
+    take turns across all workers (one shared counter), so any second of load holds `rate` distinct users;
+    a counter per worker had the eight workers on the same few users at a time."""
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
     def factory():
         import tritonclient.grpc as grpcclient
 
         from modelrepo.triton.client import infer
 
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        counter = iter(range(10**9))
 
         def call() -> str:
             n = next(counter)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
-from modelrepo.perf.analyzer import measure
+from modelrepo.perf.analyzer import RequestsRefused, measure
 from modelrepo.perf.tune_search import CURRENT, Candidate, Prediction, all_predictions, shortlist
 from modelrepo.triton.model_config import ModelConfig, ensemble_steps, model_config_pb2
 
@@ -152,6 +152,23 @@ def batch_sizes(max_batch_size: int) -> list[int]:
     return sizes
 
 
+REFUSED_RETRIES = 1  # a refusal can be the host stalling (a stub exiting, a neighbour): measure once more
+
+
+def measured_or_refused(run: Callable[[], dict], note: Callable[[str], None]) -> dict | None:
+    """`run()`'s figures, or None when the server refused requests (its queue policy) on every try: a
+    configuration that fails its budget by far (queue timeouts sit well past any p99 budget), not an error
+    that ends the tuning."""
+    for attempt in range(1 + REFUSED_RETRIES):
+        try:
+            return run()
+        except RequestsRefused:
+            again = attempt < REFUSED_RETRIES
+            note("the server refused requests (queue policy timeout or size); "
+                 + ("measuring once more" if again else "counted as over budget"))
+    return None
+
+
 class Tuner:
     def __init__(
         self,
@@ -185,7 +202,7 @@ class Tuner:
         started = time.monotonic()
         before = {name: self.live.totals(name) for name in self.tuned_models}
         curve = phase == "curve"
-        result = measure(
+        result = measured_or_refused(lambda: measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
             self.workdir / "last.csv", extra=extra, request_rate=rate, interval_ms=interval_ms,
             # Under load: windows of LOAD_REQUESTS requests, however long that takes (a fast model's
@@ -195,7 +212,13 @@ class Tuner:
             request_count=None if curve else LOAD_REQUESTS, percentile=None if curve else 99,
             # the first windows after a reload are warm-up: more of them before starting over with longer ones
             max_trials=CURVE_MAX_TRIALS if curve else 10,
-        )
+        ), lambda note: self.progress(f"{phase}: {candidate.label() if candidate else f'batch {rows}'}: {note}"))
+        if result is None and curve:
+            raise RuntimeError(f"tuning {self.model}: the server refused requests at concurrency 1 (batch {rows}), "
+                               "twice: the host is too busy to measure a latency curve")
+        if result is None:  # counted over any budget: nothing served within the queue policy's timeout
+            result = {"throughput_infer_per_s": 0.0, "p50_ms": math.inf, "p99_ms": math.inf,
+                      "command": "(requests refused by the queue policy, twice)"}
         queue_ms = compute_ms = 0.0
         for name, (count, queue, compute) in before.items():
             after_count, after_queue, after_compute = self.live.totals(name)

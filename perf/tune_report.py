@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import math
 from pathlib import Path
 
 from modelrepo.perf.tune import TuneResult, predicted_vs, with_knobs
@@ -52,6 +53,8 @@ def plot_throughput_vs_p99(result: TuneResult, path: Path) -> None:
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for m in _verified(result):
+        if not math.isfinite(m.p99_ms):
+            continue  # refused requests: no latency to place (the table says so)
         marker = "*" if m.candidate == result.winner else "o"
         axes.scatter(m.p99_ms, m.throughput_per_s, marker=marker, s=140 if marker == "*" else 40)
         axes.annotate(m.candidate.label(), (m.p99_ms, m.throughput_per_s), fontsize=7, xytext=(4, 4),
@@ -72,7 +75,7 @@ def plot_latency_split(result: TuneResult, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = _verified(result)
+    runs = [m for m in _verified(result) if math.isfinite(m.p50_ms)]  # refused runs have no split
     labels = [f"{m.phase}\n{m.candidate.label()}".replace(", ", "\n") for m in runs]
     queue = [m.queue_ms for m in runs]
     compute = [m.compute_ms for m in runs]

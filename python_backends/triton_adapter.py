@@ -21,10 +21,12 @@ REQUEST_PARAMETERS and its id under REQUEST_ID.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import functools
 import json
 import re
+import time
 import traceback
 from typing import Any
 
@@ -148,7 +150,37 @@ class ResponseStream:
         return bool(self._sender.is_cancelled())
 
 
-def bls_stream(pb_utils: Any):
+class Retired:
+    """Objects kept for `hold_s` after their last use, then let go by whoever calls `keep` next.
+
+    Why: Triton 2.51's stub frees a finished BLS stream (its response iterator) on its own cleanup
+    thread, without the GIL, whenever that thread drops the last reference: the responses' numpy
+    arrays then go back to Python's allocator unlocked, while Python threads allocate. That corrupted
+    llm_bls's heap under load (a segfault in libpython; the engine then waited forever to hand it a
+    response, and every llm_bls request was "Stub process is not healthy"). Fixed upstream after 24.10
+    (python_backend b771f4f: PbTensor's destructor takes the GIL). Holding each finished stream until
+    the cleanup thread has surely let go makes our reference the last: dropped by Python, with the GIL."""
+
+    def __init__(self, hold_s: float, clock=time.monotonic):
+        self.hold_s = hold_s
+        self._clock = clock
+        self._held: collections.deque = collections.deque()  # (release_at, object), oldest first
+
+    def keep(self, obj: Any) -> None:
+        now = self._clock()
+        while self._held and self._held[0][0] <= now:
+            self._held.popleft()
+        self._held.append((now + self.hold_s, obj))
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+# The cleanup thread lets go within milliseconds of the final response; a minute covers a stalled stub.
+_RETIRED_STREAMS = Retired(hold_s=60.0)
+
+
+def bls_stream(pb_utils: Any, retired: Retired = _RETIRED_STREAMS):
     """An async iterator over a decoupled model's responses through BLS (`async for outputs in ...`).
     (2.51's BLS cannot cancel such a call: callees offer their own stop request, see llm_engine.)"""
 
@@ -159,16 +191,19 @@ def bls_stream(pb_utils: Any):
             raise _remote_error(pb_utils, model, err) from None
         loop = asyncio.get_running_loop()
         done = object()
-        while True:
-            # the iterator blocks until the next response: wait in a thread, not on the event loop
-            response = await loop.run_in_executor(_STREAM_WAITERS, next, responses, done)
-            if response is done:
-                return
-            if response.has_error():
-                raise _remote_error(pb_utils, model, response.error())
-            names = [name for name in outputs if pb_utils.get_output_tensor_by_name(response, name) is not None]
-            if names:
-                yield {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names}
+        try:
+            while True:
+                # the iterator blocks until the next response: wait in a thread, not on the event loop
+                response = await loop.run_in_executor(_STREAM_WAITERS, next, responses, done)
+                if response is done:
+                    return
+                if response.has_error():
+                    raise _remote_error(pb_utils, model, response.error())
+                names = [name for name in outputs if pb_utils.get_output_tensor_by_name(response, name) is not None]
+                if names:
+                    yield {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in names}
+        finally:
+            retired.keep(responses)  # see Retired: never let the stub's cleanup thread free it
 
     return stream
 

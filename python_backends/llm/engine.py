@@ -11,8 +11,10 @@ them join the running batch. Responses go out from the batcher's thread:
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,31 +33,62 @@ from modelrepo.python_backends.triton_adapter import REQUEST_ID, REQUEST_PARAMET
 
 WEIGHTS_DIR = "model"
 DEFAULT_MAX_ACTIVE = 8
+STUCK_SEND_EXIT_S = 60  # a response send stuck this long ends the stub (Outbox); 0: never
 CANCEL_CHECK_S = 0.2  # asking Triton whether a client cancelled is an IPC round trip: not every step
 
 
 class Outbox:
     """Responses leave on their own thread, in order: the decode loop never waits on Triton's IPC
-    (a step of 8 sequences sends 8 responses)."""
+    (a step of 8 sequences sends 8 responses).
 
-    def __init__(self):
+    A send blocks until Triton has passed the response on; to a BLS caller that means until the
+    caller's stub has taken it. When that stub died (Triton 2.51 does not notice, see triton_adapter's
+    Retired) the send never returns and every later response waits behind it: the engine is wedged for
+    good. So a send stuck for `stuck_after_s` calls `on_stuck(seconds)` once (from_context: end the
+    stub, crash-only, so that `modelrepo serve` reloads the model instead of every stream hanging)."""
+
+    def __init__(self, stuck_after_s: float = 0.0, on_stuck: Callable[[float], None] | None = None,
+                 check_every_s: float = 1.0):
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._sending_since: float | None = None
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="llm-outbox", daemon=True)
         self._thread.start()
+        if stuck_after_s > 0 and on_stuck is not None:
+            watch = functools.partial(self._watch, stuck_after_s, on_stuck, check_every_s)
+            threading.Thread(target=watch, name="llm-outbox-watch", daemon=True).start()
 
     def put(self, send: Callable[[], None]) -> None:
         self._queue.put(send)
 
     def _run(self) -> None:
         while (send := self._queue.get()) is not None:
+            self._sending_since = time.monotonic()
             try:
                 send()
             except Exception:  # a client that went away must not stop the others' responses
                 pass
+            finally:
+                self._sending_since = None
+
+    def _watch(self, stuck_after_s: float, on_stuck: Callable[[float], None], check_every_s: float) -> None:
+        while not self._closed.wait(check_every_s):
+            since = self._sending_since
+            if since is not None and (stuck := time.monotonic() - since) >= stuck_after_s:
+                on_stuck(stuck)
+                return
 
     def close(self, timeout: float = 10.0) -> None:
+        self._closed.set()
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def end_stub(stuck_s: float) -> None:
+    """Crash-only: a stub whose responses cannot leave ends itself (its stderr is Triton's log)."""
+    print(f"llm_engine: a response has been stuck in Triton's send for {stuck_s:.0f} s (its receiver is gone); "
+          "ending this stub so that the model is reloaded", file=sys.stderr, flush=True)
+    os._exit(1)
 
 
 def throttled(check: Callable[[], bool], every_s: float = CANCEL_CHECK_S) -> Callable[[], bool]:
@@ -89,6 +122,7 @@ class LlmEngine:
         exclude_input_default: bool = True,
         prefill_threads: int | None = None,
         decode_threads: int | None = None,
+        outbox: "Outbox | None" = None,
     ):
         self.exclude_input_default = exclude_input_default
         self.vocab_size = int(model.config.vocab_size)
@@ -98,7 +132,7 @@ class LlmEngine:
         self.batcher = InflightBatcher(model, max_active, metrics, prefill_threads, decode_threads)
         self._stop_flags: dict[str, threading.Event] = {}  # request id → set by a stop request
         self._lock = threading.Lock()
-        self.outbox = Outbox()
+        self.outbox = outbox or Outbox()
 
     @classmethod
     def from_context(cls, context: ModelContext) -> "LlmEngine":
@@ -113,6 +147,7 @@ class LlmEngine:
             exclude_input_default=context.parameter("exclude_input_in_output", "true").lower() == "true",
             prefill_threads=context.int_parameter("prefill_threads", 0) or cores,
             decode_threads=context.int_parameter("decode_threads", 0) or cores,
+            outbox=Outbox(context.int_parameter("stuck_send_exit_s", STUCK_SEND_EXIT_S), on_stuck=end_stub),
         )
         engine.warm_up()
         return engine
@@ -168,7 +203,7 @@ class LlmEngine:
         request_id = request.get(REQUEST_ID) or ""
         if bool(p.scalar(request, p.STOP, False)):
             self.stop(request_id)
-            stream.send({}, final=True)
+            self.outbox.put(lambda: stream.send({}, final=True))  # never block execute on a send (Outbox)
             return
         prompt, params, streaming, exclude_input = self.sequence_for(request)
         stop_flag = threading.Event()

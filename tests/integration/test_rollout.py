@@ -46,7 +46,8 @@ def test_users_stay_on_their_side_within_a_canary_step(rollout):
         if window[0] <= r.scheduled <= window[1] and not r.error:
             user, route = r.detail.split(":")
             sides.setdefault(user, set()).add(route)
-    assert sides and all(len(routes) == 1 for routes in sides.values()), sides
+    # users take turns across the load's workers: a 2 s window at 10/s holds ~20 of the 40
+    assert len(sides) >= 10 and all(len(routes) == 1 for routes in sides.values()), sides
     assert {route for routes in sides.values() for route in routes} == {"primary", "candidate"}
 
 

@@ -1,5 +1,7 @@
 """llm_engine's request handling without a model: TensorRT-LLM tensors in, validation, stop requests."""
 
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 
 from modelrepo.python_backends.errors import InputError
 from modelrepo.python_backends.llm import protocol as p
-from modelrepo.python_backends.llm.engine import LlmEngine, throttled
+from modelrepo.python_backends.llm.engine import LlmEngine, Outbox, throttled
 from modelrepo.python_backends.triton_adapter import REQUEST_ID, REQUEST_PARAMETERS
 
 
@@ -78,10 +80,33 @@ def test_bad_engine_requests_name_the_tensor(engine, tensors, name):
 def test_a_stop_request_answers_at_once_and_sets_the_running_requests_flag(engine):
     stream = Stream()
     engine.start({**request([0]), p.STOP: np.array([[True]]), REQUEST_ID: "unknown"}, stream)
+    deadline = time.monotonic() + 10  # its final leaves through the outbox's thread, like every response
+    while not stream.sent and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert stream.sent == [({}, True)]
-    flag = engine._stop_flags.setdefault("running", __import__("threading").Event())
+    flag = engine._stop_flags.setdefault("running", threading.Event())
     engine.stop("running")
     assert flag.is_set()
+
+
+def test_a_send_stuck_past_the_limit_is_reported_once_and_quick_sends_never():
+    release, stuck_for = threading.Event(), []
+    outbox = Outbox(stuck_after_s=0.3, on_stuck=stuck_for.append, check_every_s=0.02)
+    sent = []
+    for i in range(50):
+        outbox.put(lambda i=i: sent.append(i))
+    time.sleep(0.5)
+    assert sent == list(range(50)) and stuck_for == []  # many quick sends add up past the limit: no report
+    outbox.put(release.wait)  # a receiver that never takes the response
+    outbox.put(lambda: sent.append("after"))
+    deadline = time.monotonic() + 10
+    while not stuck_for and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    assert len(stuck_for) == 1 and stuck_for[0] >= 0.3 and sent[-1] == 49  # the next waits behind it
+    release.set()
+    outbox.close()
+    assert sent[-1] == "after"
 
 
 def test_cancel_checks_are_throttled_and_sticky():

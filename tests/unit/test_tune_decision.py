@@ -65,3 +65,35 @@ def test_tune_refuses_what_perf_analyzer_windows_cannot_measure_before_starting_
     check_tunable(MODEL_REPOSITORY, "credit_default_onehop")
     assert main(["tune", "no_such_model", "--p99-ms", "50"]) == 2
     assert "no_such_model: no such model" in capsys.readouterr().err
+
+
+def test_a_refusal_is_measured_once_more_and_a_second_one_counts_as_over_budget():
+    from modelrepo.perf.analyzer import RequestsRefused
+    from modelrepo.perf.tune import measured_or_refused
+
+    figures, notes = {"p99_ms": 7.0}, []
+    outcomes = iter([RequestsRefused("stall"), figures])
+
+    def flaky():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert measured_or_refused(flaky, notes.append) is figures
+    assert notes == ["the server refused requests (queue policy timeout or size); measuring once more"]
+
+    def always_refused():
+        raise RequestsRefused("over")
+
+    notes.clear()
+    assert measured_or_refused(always_refused, notes.append) is None
+    assert notes[-1].endswith("counted as over budget") and len(notes) == 2
+
+    def broken():
+        raise RuntimeError("perf_analyzer failed (99): no such model")
+
+    import pytest
+
+    with pytest.raises(RuntimeError, match="no such model"):  # any other failure is not a refusal
+        measured_or_refused(broken, notes.append)
