@@ -35,7 +35,8 @@ from modelrepo.triton.model_config import ModelConfig, parameter, read_config, w
 ENGINE_MODEL = "llm_engine"
 ENGINE_DIR = "engine"
 # CPU-engine parameters that mean nothing to the tensorrtllm backend
-CPU_ONLY_PARAMETERS = ("max_active_sequences", "prefill_threads", "decode_threads", "max_prompt_tokens", "max_new_tokens")
+CPU_ONLY_PARAMETERS = ("max_active_sequences", "prefill_threads", "decode_threads", "max_prompt_tokens", "max_new_tokens",
+                       "stuck_send_exit_s")
 CONTAINER_SCRIPT = "/opt/modelrepo/tensorrt_llm_engine.py"
 
 
