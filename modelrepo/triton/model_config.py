@@ -50,13 +50,14 @@ def repository_models(repository: Path) -> dict[str, ModelConfig]:
 
 
 def comment_header(model_dir: Path) -> str:
-    """The leading `#` lines of a config.pbtxt (protobuf's text format drops comments on a rewrite)."""
+    """The leading comment lines of a config.pbtxt, indented or not (protobuf's text format drops
+    comments on a rewrite)."""
     lines = (Path(model_dir) / CONFIG_FILENAME).read_text().splitlines(keepends=True)
     header = []
     for line in lines:
-        if not line.startswith("#"):
+        if not line.lstrip().startswith("#"):
             break
-        header.append(line)
+        header.append(line.lstrip(" \t"))
     return "".join(header)
 
 

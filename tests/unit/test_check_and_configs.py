@@ -86,3 +86,15 @@ def test_the_onehop_config_is_the_committed_rendering_of_its_steps():
     rendered = credit_onehop_config({step: read_config(MODEL_REPOSITORY / step) for step in ONEHOP_STEPS})
     assert read_config(MODEL_REPOSITORY / ONEHOP) == rendered
     assert rendered.parameters["decline_at"].string_value == read_config(MODEL_REPOSITORY / "credit_aggregate").parameters["decline_at"].string_value
+
+
+def test_a_rewrite_keeps_the_whole_comment_header_an_indented_line_included(tmp_path):
+    from modelrepo.triton.model_config import read_config, rewrite_config
+
+    (tmp_path / "config.pbtxt").write_text('# why this model\n  # why this parameter\n# and this\nname: "m"\nbackend: "python"\n')
+    config = read_config(tmp_path)
+    config.parameters["limit"].string_value = "60"
+    rewrite_config(tmp_path, config)
+    text = (tmp_path / "config.pbtxt").read_text()
+    assert text.startswith("# why this model\n# why this parameter\n# and this\nname: \"m\"")
+    assert read_config(tmp_path).parameters["limit"].string_value == "60"
