@@ -148,12 +148,13 @@ def measure(
     ]
     cmd = command(with_admin_header(args, admin_key))
     completed = subprocess.run(cmd, capture_output=True, text=True, env=environment(), timeout=600)
-    if completed.returncode != 0 and UNSTABLE in completed.stdout + completed.stderr and interval_ms < MAX_INTERVAL_MS:
+    said = completed.stdout + completed.stderr
+    if completed.returncode != 0 and UNSTABLE in said and interval_ms < MAX_INTERVAL_MS:
         # A p99 of a sub-millisecond model jitters window to window on a shared machine: longer
         # windows (perf_analyzer's own advice) hold more samples each.
         return measure(model, grpc_url, input_data, concurrency, admin_key, csv_path, extra, request_rate,
                        interval_ms * 2, request_count * 2 if request_count else None, percentile, max_trials)
-    if completed.returncode != 0 and any(words in completed.stdout + completed.stderr for words in QUEUE_REFUSALS):
+    if completed.returncode != 0 and any(words in said for words in QUEUE_REFUSALS):
         raise RequestsRefused(f"perf_analyzer stopped: the server refused requests to {model} "
                               f"(its queue policy): {completed.stdout[-500:]}{completed.stderr[-500:]}")
     if completed.returncode != 0:

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from modelrepo.perf.chaos import small_server
 from modelrepo.perf.results import record
 from modelrepo.triton.model_config import parse_config, write_config
-from modelrepo.triton.server import TritonServer, free_ports
+from modelrepo.triton.server import TritonServer
 
 RESPONSES_PER_STREAM = 20
 STREAMS_PER_REQUEST = 8
@@ -187,9 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         write_repository(root)
         for round_index in range(args.rounds):
             for variant in VARIANTS:
-                http, grpc, metrics = free_ports(3)
-                with TritonServer(model_repository=root, http_port=http, grpc_port=grpc, metrics_port=metrics,
-                                  log_path=Path(folder) / f"tritonserver-{round_index}-{variant}.log") as server:
+                models = ("streamer", *(f"caller_{name}" for name in VARIANTS))
+                with small_server(root, models, Path(folder) / f"tritonserver-{round_index}-{variant}.log") as server:
                     tally = hammer(server, f"caller_{variant}", args.minutes * 60)
                 runs.append({"round": round_index + 1, "variant": variant, **tally})
                 print(runs[-1], flush=True)

@@ -11,7 +11,6 @@ them join the running batch. Responses go out from the batcher's thread:
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import sys
@@ -55,8 +54,8 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name="llm-outbox", daemon=True)
         self._thread.start()
         if stuck_after_s > 0 and on_stuck is not None:
-            watch = functools.partial(self._watch, stuck_after_s, on_stuck, check_every_s)
-            threading.Thread(target=watch, name="llm-outbox-watch", daemon=True).start()
+            threading.Thread(target=self._watch, args=(stuck_after_s, on_stuck, check_every_s),
+                             name="llm-outbox-watch", daemon=True).start()
 
     def put(self, send: Callable[[], None]) -> None:
         self._queue.put(send)
