@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import dataclasses
 import functools
 import json
 import re
@@ -35,6 +36,7 @@ import numpy as np
 from modelrepo.python_backends.batching import check_ranks, input_ranks
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
+from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, ExportingRegistry
 from modelrepo.python_backends.metrics import TritonRegistry
 
 REQUEST_PARAMETERS = "$parameters"
@@ -218,10 +220,12 @@ def triton_model(handler_class: Any) -> type:
             global _caller
             self.pb_utils = pb_utils
             _caller = args["model_name"]
+            context = ModelContext.from_triton_args(args, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils))
             self.metrics = TritonRegistry(pb_utils)  # lives as long as the stub process (see metrics.py)
-            context = ModelContext.from_triton_args(
-                args, metrics=self.metrics, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils)
-            )
+            export_every_s = context.float_parameter(METRICS_EXPORT_INTERVAL, 0.0)
+            if export_every_s > 0:  # kept in the stub, sent every so often (exported_metrics.py)
+                self.metrics = ExportingRegistry(self.metrics, export_every_s)
+            context = dataclasses.replace(context, metrics=self.metrics)
             self.input_names = [spec["name"] for spec in context.config.get("input", [])]
             self.input_ranks = input_ranks(context.config)
             self.output_dtypes = {
@@ -272,6 +276,8 @@ def triton_model(handler_class: Any) -> type:
             close = getattr(self.handler, "close", None)
             if close:
                 close()
+            if isinstance(self.metrics, ExportingRegistry):
+                self.metrics.close()
 
     if hasattr(handler_class, "start"):
 

@@ -4,7 +4,9 @@ any one-stub variant on this machine, credit_ceiling: a Python model with credit
 (inputs, outputs, instances, batching, bounded queue) whose handler computes nothing and answers every
 request with fixed outputs. What stays in it is the cost of perf_analyzer, gRPC, Triton's scheduler and
 the Python backend's IPC and adapter: the fused path can be no faster. credit_ceiling_metrics is the same
-plus the custom-metric calls credit_aggregate makes per batch, which cross the stub's IPC one by one.
+plus the custom-metric calls credit_aggregate used to make per batch, each crossing the stub's IPC on its
+own. credit_default_onehop_per_call is credit_default_onehop making them that way (metrics_export_interval_s
+0) instead of sending them every second: what exporting them saves.
 
     .venv/bin/python -m modelrepo.perf.studies.credit_fused_vs_fanout [--concurrency 8] [--rounds 3]
 
@@ -17,6 +19,7 @@ Writes perf/results/credit_fused_vs_fanout_c<concurrency>.{json,md}.
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,15 +27,17 @@ from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune_command import default_input_data
+from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL
 from modelrepo.triton.model_config import read_config, write_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 FAN_OUT, ONEHOP, CEILING, CEILING_METRICS = "credit_default", "credit_default_onehop", "credit_ceiling", "credit_ceiling_metrics"
-MODELS = (FAN_OUT, "credit_default_fused", ONEHOP, CEILING, CEILING_METRICS)
+ONEHOP_PER_CALL = "credit_default_onehop_per_call"
+MODELS = (FAN_OUT, "credit_default_fused", ONEHOP, ONEHOP_PER_CALL, CEILING, CEILING_METRICS)
 # The ceilings' shim: the shipped adapter around a handler that answers each request's rows with constants.
-# With the parameter record_metrics it also makes the custom-metric calls credit_aggregate makes per batch
-# (two histogram observations per row, one decision count), each an IPC round trip to the server in
-# Triton 2.51's Python backend: what those cost, apart from any computation.
+# With the parameter record_metrics it also makes the custom-metric calls credit_aggregate made per batch
+# before it exported them every second (two histogram observations per row, one decision count), each an
+# IPC round trip to the server in Triton 2.51's Python backend: what those cost, apart from any computation.
 CEILING_MODEL = '''
 import numpy as np
 
@@ -91,6 +96,14 @@ def ceiling_repository(folder: Path) -> Path:
         for output in config.output:
             output.ClearField("label_filename")
         write_config(repository / name, config)
+    # credit_default_onehop as it was before its metrics were exported every second: one IPC per call. Its
+    # histograms are then Triton histograms of the same names, so the metrics page shows those series twice
+    # (this study reads none of them).
+    shutil.copytree(MODEL_REPOSITORY / ONEHOP, repository / ONEHOP_PER_CALL)
+    config = read_config(repository / ONEHOP_PER_CALL)
+    config.name = ONEHOP_PER_CALL
+    config.parameters[METRICS_EXPORT_INTERVAL].string_value = "0"
+    write_config(repository / ONEHOP_PER_CALL, config)
     return repository
 
 
@@ -116,6 +129,8 @@ def main() -> None:
               for model in MODELS[1:]}
     onehop_share = Spread.of(run["throughput_infer_per_s"] / ceiling["throughput_infer_per_s"]
                              for run, ceiling in zip(results[ONEHOP], results[CEILING], strict=True))
+    exported_gain = Spread.of(run["throughput_infer_per_s"] / per_call["throughput_infer_per_s"]
+                              for run, per_call in zip(results[ONEHOP], results[ONEHOP_PER_CALL], strict=True))
     command = f".venv/bin/python -m modelrepo.perf.studies.credit_fused_vs_fanout --concurrency {args.concurrency} --rounds {args.rounds}"
     body = ["| model | throughput (infer/s) | p50 (ms) | p99 (ms) | ÷ fan-out (same round) |", "| --- | --- | --- | --- | --- |"]
     for model, runs in results.items():
@@ -127,14 +142,15 @@ def main() -> None:
              f"credit_default_onehop {ratios['credit_default_onehop'].text(2)}; "
              f"the ceiling of any one-stub variant here (credit_ceiling, no computation) {ratios[CEILING].text(2)}, "
              f"credit_default_onehop at {onehop_share.text(2)} of it; the ceiling with the aggregate's metric calls "
-             f"(credit_ceiling_metrics) {ratios[CEILING_METRICS].text(2)}.", "",
+             f"(credit_ceiling_metrics) {ratios[CEILING_METRICS].text(2)}. Metrics exported every second against "
+             f"one IPC per call (credit_default_onehop ÷ {ONEHOP_PER_CALL}, same round): {exported_gain.text(2)}.", "",
              "perf_analyzer command per model (gRPC, batch 1):", "", f"`{results[FAN_OUT][0]['command']}`"]
     note = ("Embedded Triton 2.51.0 with only these models (and their steps) loaded, Python-backend onnxruntime "
             "members; perf_analyzer shares the machine's cores with the server. The ceilings are served from a second "
             "model repository (a temporary folder) by the same server.")
     data = {"runs": results, "throughput": {m: s.as_dict() for m, s in throughput.items()},
             "ratio_to_fan_out": {m: s.as_dict() for m, s in ratios.items()},
-            "onehop_to_ceiling": onehop_share.as_dict()}
+            "onehop_to_ceiling": onehop_share.as_dict(), "onehop_exported_to_per_call": exported_gain.as_dict()}
     print(record(f"credit_fused_vs_fanout_c{args.concurrency}", "credit_default_fused and credit_default_onehop vs "
                  "credit_default (fan-out)", command, data, body, note))
 

@@ -13,7 +13,7 @@ from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
 from modelrepo.python_backends.onnx_runner import OnnxRunner
-from tests.integration.triton_calls import InferenceServerException, scrape_metrics
+from tests.integration.triton_calls import InferenceServerException, scrape_metrics, scrape_metrics_until
 
 OUTPUTS = ["DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES"]
 
@@ -105,13 +105,21 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     drifted[:, 1] *= 2.5  # balances shift up: the drift gauge must notice
     for _ in range(6):
         caller.infer("credit_default", request_arrays(drifted), ["DECISION"])
-    after = scrape_metrics(server)
+
+    def scored(samples):  # credit_aggregate sends its per-row metrics every second (metrics_export_interval_s)
+        return samples["credit_default_probability_count"][()] >= before["credit_default_probability_count"][()] + 1200
+
+    after = scrape_metrics_until(server, scored)
     assert calm < 0.1
     assert after["credit_feature_psi"][(("feature", "balance"),)] > 0.25
     assert after["credit_feature_psi"][(("feature", "income"),)] < 0.1
-    assert after["credit_default_probability_count"][()] >= before["credit_default_probability_count"][()] + 1200
+    assert scored(after)
     assert after["credit_uncertainty_count"][()] > before["credit_uncertainty_count"][()]
     assert sum(after["credit_decisions_total"].values()) >= sum(before["credit_decisions_total"].values()) + 1200
+    # exported as a histogram's series: cumulative le buckets, the last one every row
+    buckets = after["credit_default_probability_bucket"]
+    assert buckets[(("le", "+Inf"),)] == after["credit_default_probability_count"][()]
+    assert buckets[(("le", "0.1"),)] <= buckets[(("le", "0.5"),)] <= buckets[(("le", "+Inf"),)]
     key = (("field", "STUDENT"), ("reason", "unknown_category"))
     refused_before = after.get("credit_rejected_inputs_total", {}).get(key, 0.0)
     bad = request_arrays(data[:1])

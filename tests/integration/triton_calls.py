@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,3 +52,13 @@ __all__ = ["Caller", "InferenceServerException", "PROTOCOLS", "input_tensors", "
 def scrape_metrics(server) -> dict[str, dict[tuple, float]]:
     """Every sample on the metrics port: name -> {sorted label items: value}."""
     return server.metrics()
+
+def scrape_metrics_until(server, ready, timeout_s: float = 15.0) -> dict[str, dict[tuple, float]]:
+    """Scrape until `ready(samples)` holds (the last scrape either way): a model with the config parameter
+    metrics_export_interval_s shows a request in its metrics up to that many seconds later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        samples = scrape_metrics(server)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.2)
