@@ -33,6 +33,7 @@ ONEHOP_INSTANCES, ONEHOP_PREFERRED_BATCH = 2, 4
 # The models that take the public credit inputs: the build gives each perf_analyzer's data (hold-out
 # rows, SAMPLE_INPUT_DATA beside its config), what `modelrepo tune`, `bench NAME` and the studies feed
 # them by default (perf_analyzer's random strings would fail STUDENT's validation).
+# The inner steps (members, credit_members_fused, credit_aggregate) get the same rows as they reach them.
 PUBLIC_INPUT_MODELS = ("credit_default", "credit_default_fused", ONEHOP, "credit_router", "credit_candidate", "credit_preprocess")
 SAMPLE_ROWS = 64
 CANDIDATE_SEED = 100  # version 2 of credit_members_fused: the same recipe, other seeds and bootstraps
@@ -88,6 +89,20 @@ def request_arrays(raw: np.ndarray) -> dict[str, np.ndarray]:
 def perf_input(raw: np.ndarray) -> dict:
     """Raw rows [n, 3] -> perf_analyzer's --input-data document: one single-row request per row."""
     return perf_analyzer_data(request_arrays(raw), len(raw))
+
+
+def write_step_samples(destination: Path, features: np.ndarray, fused_graph: Path) -> None:
+    """perf_analyzer's data for the inner steps, from the same hold-out rows: the standardised features
+    the members take, and the members' probabilities credit_aggregate takes (its rule: within [0, 1])."""
+    from modelrepo.python_backends.onnx_runner import OnnxRunner
+
+    features = features.astype(np.float32)
+    for model in (*(member_name(index) for index in range(MEMBERS)), "credit_members_fused"):
+        write_json(destination / model / SAMPLE_INPUT_DATA, perf_analyzer_data({MEMBER_INPUT: features}, len(features)))
+    probabilities = OnnxRunner(fused_graph).run({MEMBER_INPUT: features})
+    (destination / "credit_aggregate").mkdir(exist_ok=True)
+    write_json(destination / "credit_aggregate" / SAMPLE_INPUT_DATA,
+               perf_analyzer_data({fused_output(i): probabilities[fused_output(i)] for i in range(MEMBERS)}, len(features)))
 
 
 def train_member(features: np.ndarray, labels: np.ndarray, seed: int):
@@ -217,6 +232,7 @@ def build_credit(output: Path) -> dict:
     for model in PUBLIC_INPUT_MODELS:
         (destination / model).mkdir(exist_ok=True)
         write_json(destination / model / SAMPLE_INPUT_DATA, sample)
+    write_step_samples(destination, x_test[:SAMPLE_ROWS], fused_dir / "model.onnx")
     outputs = OnnxRunner(fused_dir / "model.onnx").run({MEMBER_INPUT: x_test})
     together = np.stack([outputs[fused_output(i)][:, 0] for i in range(MEMBERS)], axis=1)
     apart = np.stack(separate, axis=1)

@@ -231,3 +231,33 @@ def test_every_model_taking_the_credit_inputs_has_perf_analyzer_data_that_passes
             tensors = {name: np.array(request[name]["content"], dtype=object if name == "STUDENT" else np.float32)
                        for name in INPUT_NAMES}
             assert validate_credit_inputs(tensors).shape == (1, 3)
+
+
+def test_the_inner_steps_have_perf_analyzer_data_from_the_same_rows_that_passes_their_rules(tmp_path):
+    """`modelrepo tune credit_aggregate` (or a member) feeds hold-out rows as the step receives them, not
+    perf_analyzer's random numbers: the aggregate takes probabilities in [0, 1] only."""
+    from modelrepo.build.credit import MEMBER_INPUT, MEMBERS, SAMPLE_ROWS, member_name
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.tune_command import default_input_data
+    from modelrepo.python_backends.ensemble_stats import DecisionPolicy, EnsembleAggregate
+    from modelrepo.triton.model_config import read_config
+    from tests.conftest import require_built_repository
+
+    require_built_repository()
+
+    def requests(model: str) -> list[dict]:
+        document = json.loads(Path(default_input_data(MODEL_REPOSITORY, model, tmp_path)).read_text())["data"]
+        assert len(document) == SAMPLE_ROWS
+        assert set(document[0]) == {tensor.name for tensor in read_config(MODEL_REPOSITORY / model).input}
+        return [{name: np.array(tensor["content"], np.float32).reshape(tensor["shape"]) for name, tensor in request.items()}
+                for request in document]
+
+    features = [request[MEMBER_INPUT] for request in requests("credit_members_fused")]
+    assert all(feature.shape == (3,) for feature in features)
+    for index in range(MEMBERS):
+        assert all(np.array_equal(a[MEMBER_INPUT], b) for a, b in zip(requests(member_name(index)), features))
+    aggregate = EnsembleAggregate([f"MEMBER_{index}" for index in range(MEMBERS)], DecisionPolicy())
+    rows = [{name: values.reshape(1, -1) for name, values in request.items()} for request in requests("credit_aggregate")]
+    answers = aggregate.execute_batch(rows)
+    assert not [answer for answer in answers if isinstance(answer, Exception)]
+    assert len({float(answer["DEFAULT_PROBABILITY"][0, 0]) for answer in answers}) > SAMPLE_ROWS // 2  # real rows, not one repeated
