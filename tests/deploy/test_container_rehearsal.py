@@ -6,6 +6,7 @@ dir, and SIGTERM ends it (tritonserver and the gateway) cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -77,8 +78,11 @@ def image():
             time.sleep(1)
         yield rehearsal, process, server, env, before, log
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process.poll() is None:  # a test stopped early: no SIGTERM test ran
+            # the launcher starts tritonserver in a session of its own (its stubs stop with it): kill both groups
+            for group in (process.pid, *child_pids(process.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             process.wait()
         shutil.rmtree(rehearsal.root, ignore_errors=True)
 
