@@ -7,7 +7,10 @@ concurrency), and each sample is put in one bucket:
 - onnxruntime: inside an InferenceSession run;
 - handler: the rest of python_backends' code (validation, numpy, and native calls made from it directly,
   such as the tokenizers library's encode_batch: py-spy sees no Python frame below them);
-- adapter: the rest (triton_adapter, pb_utils tensor conversion, the stub's Python glue).
+- adapter: the rest (triton_adapter, pb_utils tensor conversion, the stub's Python glue);
+- background threads: a thread the stub's Python started (the metrics export of exported_metrics.py)
+  while it works; while it waits in `threading` it is not counted at all, so the other shares stay
+  shares of the stub's main thread as before such threads existed.
 
     .venv/bin/python -m modelrepo.perf.studies.stub_profile [--model credit_default_onehop]
         [--workload reviews|short|mixed] [--concurrency 8] [--runs 3] [--label after]
@@ -44,7 +47,7 @@ from modelrepo.perf.workloads import TEXT_WORKLOADS
 from modelrepo.triton.model_config import ensemble_steps, read_config
 from modelrepo.triton.server import TritonServer, free_ports
 
-BUCKETS = ("idle", "metric calls", "onnxruntime", "handler", "adapter")
+BUCKETS = ("idle", "metric calls", "onnxruntime", "handler", "adapter", "background threads")
 METRIC_CALL = re.compile(r"\.(set|observe|increment)\(")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<path>[^()]*):(?P<line>\d+)\)$")
 SAMPLES_PER_S = 250
@@ -60,10 +63,13 @@ def frames(stack: str) -> list[tuple[str, str, int]]:
     return parsed
 
 
-def bucket(stack: list[tuple[str, str, int]]) -> str:
+def bucket(stack: list[tuple[str, str, int]]) -> str | None:
+    """The sample's bucket; None for a background thread parked in `threading` (not counted)."""
     if not stack:
         return "idle"
     _, path, line = stack[-1]
+    if stack[0][0].endswith("_bootstrap") and stack[0][1].endswith("threading.py"):  # py-spy: Thread._bootstrap
+        return None if path.endswith("threading.py") else "background threads"
     if METRIC_CALL.search(linecache.getline(path, line)):
         return "metric calls"
     if any("/onnxruntime/" in frame_path for _, frame_path, _ in stack):
@@ -80,7 +86,10 @@ def profile_files(paths: list[Path]) -> tuple[Counter, Counter]:
         for raw in path.read_text().splitlines():
             stack_text, _, count = raw.rpartition(" ")
             stack = frames(stack_text)
-            buckets[bucket(stack)] += int(count)
+            where = bucket(stack)
+            if where is None:
+                continue
+            buckets[where] += int(count)
             if stack:
                 _, frame_path, line = stack[-1]
                 lines[f"{frame_path}:{line}"] += int(count)

@@ -180,6 +180,25 @@ def test_a_stub_profile_puts_each_sample_in_one_bucket_by_its_innermost_frame(tm
     assert lines[f"{handler}:2"] == 30 and lines[f"{runtime}:2"] == 6
 
 
+def test_a_stub_profile_counts_a_background_thread_only_while_it_works(tmp_path):
+    """The metrics-export thread parked in threading's wait is no sample of the stub; exporting, it is one."""
+    from modelrepo.perf.studies.stub_profile import profile_files
+
+    threading_py = tmp_path / "threading.py"
+    threading_py.write_text("def _bootstrap(self):\n    self.run()\n    waiter.acquire(True, timeout)\n")
+    exporter = tmp_path / "python_backends" / "exported_metrics.py"
+    exporter.parent.mkdir()
+    exporter.write_text("def _run(self):\n    send(value)\n")
+    raw = tmp_path / "stub.txt"
+    raw.write_text("\n".join([
+        " 40",  # the main thread waits for a batch
+        f"Thread._bootstrap ({threading_py}:2);_run ({exporter}:1);wait ({threading_py}:3) 900",  # parked
+        f"Thread._bootstrap ({threading_py}:2);_run ({exporter}:2) 5",  # sending what changed
+    ]) + "\n")
+    buckets, _ = profile_files([raw])
+    assert buckets == {"idle": 40, "background threads": 5}
+
+
 def test_a_stub_profile_samples_an_ensembles_python_steps():
     from modelrepo.paths import MODEL_REPOSITORY
     from modelrepo.perf.studies.stub_profile import python_steps
