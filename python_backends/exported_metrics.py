@@ -143,7 +143,10 @@ class ExportingRegistry:
         with self.lock:
             calls = [call for metric in self._metrics for call in metric.take()]
         for send, value in calls:
-            send(value)
+            try:
+                send(value)
+            except Exception as err:  # a metric must never take the model down, nor keep the others from the server
+                print(f"metrics export: {send!r} failed: {err}", flush=True)
 
     def close(self) -> None:
         """Stop the thread and send what is left (the model's finalize)."""
@@ -152,7 +155,4 @@ class ExportingRegistry:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self.export()
-            except Exception as err:  # a metric must never take the model down; the next export retries nothing
-                print(f"metrics export failed: {err}", flush=True)
+            self.export()

@@ -133,3 +133,18 @@ def test_a_scrape_reads_every_series_under_its_exposed_name():
         "credit_feature_psi": {(("feature", "income"),): 0.1},
         "latency_bucket": {(("le", "+Inf"),): 2}, "latency_sum": {(): 0.3}, "latency_count": {(): 2},
     }
+
+
+def test_a_failing_call_loses_only_its_own_change():
+    registry, server = exporting()
+    broken = registry.family("broken_total", "h", COUNTER).metric({})
+    fine = registry.family("fine_total", "h", COUNTER).metric({})
+
+    def refuse(amount):
+        raise RuntimeError("the server refused it")
+
+    server.families["broken_total"].metric({}).increment = refuse
+    broken.increment(1)
+    fine.increment(2)
+    registry.export()
+    assert server.value("fine_total") == 2
