@@ -16,6 +16,7 @@ the model, the field and the rule:
   steps); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
+- a Python model's `metrics_export_interval_s`, where set, is a number of seconds ≥ 0;
 - engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
   GPU host is *pending* (`pending_engines` lists them with the command), not missing; a TensorRT-LLM
   engine's limits (engine_limits.json) must equal its config's batch size, so engine, config and the
@@ -27,6 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, export_interval
 from modelrepo.triton.model_config import ModelConfig, model_config_pb2, parameter, repository_models
 
 PLATFORM_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
@@ -64,6 +66,12 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
         for group in config.instance_group:
             if group.kind not in (group.KIND_CPU, group.KIND_AUTO):
                 problems.append(f"{name}: instance_group kind must be KIND_CPU for a Python model here (cpu target)")
+        interval = parameter(config, METRICS_EXPORT_INTERVAL)
+        if interval is not None:
+            try:
+                export_interval(interval)
+            except ValueError as err:
+                problems.append(f"{name}: {err}")
     return problems
 
 

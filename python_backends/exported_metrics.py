@@ -32,6 +32,18 @@ METRICS_EXPORT_INTERVAL = "metrics_export_interval_s"
 Call = tuple[Callable[[float], Any], float]
 
 
+def export_interval(value: str) -> float:
+    """The parameter's seconds; a clear error for anything but a finite number ≥ 0 (0: each call at once)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"parameter {METRICS_EXPORT_INTERVAL} {value!r} must be a number of seconds ≥ 0 "
+                         "(0: every metric call goes to the server at once)")
+    return seconds
+
+
 def bucket_label(bound: float) -> str:
     return "+Inf" if bound == float("inf") else format(bound, "g")
 

@@ -36,7 +36,7 @@ import numpy as np
 from modelrepo.python_backends.batching import check_ranks, input_ranks
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
-from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, ExportingRegistry
+from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, ExportingRegistry, export_interval
 from modelrepo.python_backends.metrics import TritonRegistry
 
 REQUEST_PARAMETERS = "$parameters"
@@ -222,7 +222,7 @@ def triton_model(handler_class: Any) -> type:
             _caller = args["model_name"]
             context = ModelContext.from_triton_args(args, infer=bls_caller(pb_utils), infer_stream=bls_stream(pb_utils))
             self.metrics = TritonRegistry(pb_utils)  # lives as long as the stub process (see metrics.py)
-            export_every_s = context.float_parameter(METRICS_EXPORT_INTERVAL, 0.0)
+            export_every_s = export_interval(context.parameter(METRICS_EXPORT_INTERVAL, "0"))
             if export_every_s > 0:  # kept in the stub, sent every so often (exported_metrics.py)
                 self.metrics = ExportingRegistry(self.metrics, export_every_s)
             context = dataclasses.replace(context, metrics=self.metrics)

@@ -145,3 +145,17 @@ def test_a_bls_model_may_leave_its_queue_to_the_bounded_models_it_names(repo):
     assert problems_with(repo, "credit_router", "must bound the queue", "queue_guards parameter names the bounded models")
     edit(repo, "credit_router", lambda c: c.parameters.pop("queue_guards"))
     assert problems_with(repo, "credit_router", "must bound the queue")
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "inf"])
+def test_a_metrics_export_interval_is_a_number_of_seconds(repo, value):
+    edit(repo, "credit_aggregate", lambda c: c.parameters["metrics_export_interval_s"].__setattr__("string_value", value))
+    problems_with(repo, "credit_aggregate", "metrics_export_interval_s", repr(value), "number of seconds ≥ 0")
+
+
+def test_the_export_interval_parses_as_the_stub_reads_it():
+    from modelrepo.python_backends.exported_metrics import export_interval
+
+    assert export_interval("0") == 0 and export_interval("2.5") == 2.5
+    with pytest.raises(ValueError, match="metrics_export_interval_s 'soon' must be a number of seconds"):
+        export_interval("soon")
