@@ -4,6 +4,7 @@ input validation, the classification extension, and the pipeline's custom metric
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.python_backends.credit_features import FEATURES_FILENAME, FeatureSpec
 from modelrepo.python_backends.ensemble_stats import DecisionPolicy, summarise
 from modelrepo.python_backends.onnx_runner import OnnxRunner
+from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from tests.integration.triton_calls import InferenceServerException, scrape_metrics, scrape_metrics_until
 
 OUTPUTS = ["DEFAULT_PROBABILITY", "UNCERTAINTY", "INTERVAL", "DECISION", "CLASS_PROBABILITIES"]
@@ -127,3 +129,25 @@ def test_metrics_are_exported_and_move_under_drifted_traffic(server, grpc_client
     with pytest.raises(InferenceServerException):
         caller.infer("credit_default", bad, ["DECISION"])
     assert scrape_metrics(server)["credit_rejected_inputs_total"][key] == refused_before + 1
+
+
+def test_a_reload_sends_the_metrics_the_old_instance_still_held(server, grpc_client, admin_key):
+    """credit_aggregate exports every interval: with a long one, only the old instance's finalize can
+    have sent the rows it scored before a reload."""
+    from tests.integration.triton_calls import Caller
+
+    headers = {GRPC_ADMIN_HEADER: admin_key}
+    original = grpc_client.get_model_config("credit_aggregate", as_json=True, headers=headers)["config"]
+    slow = json.loads(json.dumps(original))
+    slow["parameters"]["metrics_export_interval_s"] = {"string_value": "600"}
+    count = ("credit_default_probability_count", ())
+    grpc_client.load_model("credit_aggregate", config=json.dumps(slow), headers=headers)
+    try:
+        before = scrape_metrics(server)[count[0]][count[1]]
+        Caller("grpc", grpc_client).infer("credit_default", request_arrays(dataset()["x_test"][:30]), ["DECISION"])
+        assert scrape_metrics(server)[count[0]][count[1]] == before  # held in the stub
+    finally:
+        grpc_client.load_model("credit_aggregate", config=json.dumps(original), headers=headers)
+    # only the old instance's finalize can send them within 15 s (Triton may unload it just after the call)
+    after = scrape_metrics_until(server, lambda samples: samples[count[0]][count[1]] >= before + 30)
+    assert after[count[0]][count[1]] == before + 30
