@@ -223,7 +223,7 @@ def run(model: str, budget_ms: float, concurrency: int, multiple: float, normal:
 def failure_deltas(before: dict, after: dict) -> dict[str, float]:
     """Triton's own failure counters over the run, per model and reason (queue-full refusals show as
     REJECTED or OTHER depending on the path, which is why the repository counts its own)."""
-    name = next((n for n in ("nv_inference_request_failure", "nv_inference_request_failure_total") if n in after), "")
+    name = "nv_inference_request_failure"  # a counter without _total: scrape_metrics keeps the exposed name
     deltas = {}
     for labels, value in after.get(name, {}).items():
         change = value - before.get(name, {}).get(labels, 0.0)

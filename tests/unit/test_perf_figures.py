@@ -205,3 +205,13 @@ def test_a_stub_profile_samples_an_ensembles_python_steps():
 
     assert python_steps(MODEL_REPOSITORY, "text_embedding") == ["minilm_tokenizer", "minilm_encoder"]
     assert python_steps(MODEL_REPOSITORY, "credit_default_onehop") == ["credit_default_onehop"]
+
+
+def test_the_overload_run_reads_tritons_failure_counter_under_its_exposed_name():
+    from modelrepo.perf.overload import failure_deltas
+
+    key = (("model", "minilm_encoder"), ("reason", "REJECTED"), ("version", "1"))
+    before = {"nv_inference_request_failure": {key: 2.0}}
+    after = {"nv_inference_request_failure": {key: 7.0}}
+    assert failure_deltas(before, after) == {"minilm_encoder/REJECTED": 5.0}
+    assert failure_deltas(before, before) == {}
