@@ -91,15 +91,12 @@ def perf_input(raw: np.ndarray) -> dict:
     return perf_analyzer_data(request_arrays(raw), len(raw))
 
 
-def write_step_samples(destination: Path, features: np.ndarray, fused_graph: Path) -> None:
+def write_step_samples(destination: Path, features: np.ndarray, probabilities: dict[str, np.ndarray]) -> None:
     """perf_analyzer's data for the inner steps, from the same hold-out rows: the standardised features
-    the members take, and the members' probabilities credit_aggregate takes (its rule: within [0, 1])."""
-    from modelrepo.python_backends.onnx_runner import OnnxRunner
-
-    features = features.astype(np.float32)
+    the members take, and the members' probabilities (the fused graph's outputs for those rows)
+    credit_aggregate takes (its rule: within [0, 1])."""
     for model in (*(member_name(index) for index in range(MEMBERS)), "credit_members_fused"):
         write_json(destination / model / SAMPLE_INPUT_DATA, perf_analyzer_data({MEMBER_INPUT: features}, len(features)))
-    probabilities = OnnxRunner(fused_graph).run({MEMBER_INPUT: features})
     (destination / "credit_aggregate").mkdir(exist_ok=True)
     write_json(destination / "credit_aggregate" / SAMPLE_INPUT_DATA,
                perf_analyzer_data({fused_output(i): probabilities[fused_output(i)] for i in range(MEMBERS)}, len(features)))
@@ -232,8 +229,8 @@ def build_credit(output: Path) -> dict:
     for model in PUBLIC_INPUT_MODELS:
         (destination / model).mkdir(exist_ok=True)
         write_json(destination / model / SAMPLE_INPUT_DATA, sample)
-    write_step_samples(destination, x_test[:SAMPLE_ROWS], fused_dir / "model.onnx")
     outputs = OnnxRunner(fused_dir / "model.onnx").run({MEMBER_INPUT: x_test})
+    write_step_samples(destination, x_test[:SAMPLE_ROWS], {name: values[:SAMPLE_ROWS] for name, values in outputs.items()})
     together = np.stack([outputs[fused_output(i)][:, 0] for i in range(MEMBERS)], axis=1)
     apart = np.stack(separate, axis=1)
 
