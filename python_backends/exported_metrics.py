@@ -79,12 +79,14 @@ class ExportedGauge:
 class ExportedHistogram:
     """Bucket counts, sum and count since the last export; `le` counters are cumulative, as Prometheus's."""
 
-    def __init__(self, bounds: Sequence[float], buckets: Sequence[Any], total: Any, count: Any, lock: threading.Lock):
+    def __init__(self, bounds: Sequence[float], bucket_counters: Sequence[Any], sum_counter: Any, count_counter: Any,
+                 lock: threading.Lock):
         self.lock = lock
         self.bounds = list(bounds)
-        self.buckets, self.total, self.count = list(buckets), total, count  # buckets: one per bound, then +Inf
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.sum = 0.0
+        self.bucket_counters = list(bucket_counters)  # the server's: one per bound, then +Inf
+        self.sum_counter, self.count_counter = sum_counter, count_counter
+        self.counts = [0] * (len(self.bounds) + 1)  # pending: observations per bucket (not cumulative)
+        self.sum = 0.0  # pending: sum of those observations
 
     def observe(self, value: float) -> None:
         index = bisect.bisect_left(self.bounds, value)  # le is inclusive: value <= bound
@@ -98,8 +100,8 @@ class ExportedHistogram:
         cumulative = list(itertools.accumulate(counts))
         if not cumulative[-1]:
             return []
-        calls = [(bucket.increment, float(n)) for bucket, n in zip(self.buckets, cumulative) if n]
-        return calls + [(self.total.increment, total), (self.count.increment, float(cumulative[-1]))]
+        calls = [(counter.increment, float(n)) for counter, n in zip(self.bucket_counters, cumulative) if n]
+        return calls + [(self.sum_counter.increment, total), (self.count_counter.increment, float(cumulative[-1]))]
 
 
 class ExportedFamily(LabelledFamily):
