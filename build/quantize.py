@@ -16,11 +16,12 @@ Steps, each usable alone:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -230,18 +231,47 @@ def sensitivity(
     score: Scorer,
     scratch: Path,
     progress: bool = False,
+    workers: int = 1,
 ) -> dict[str, float]:
-    """Score with exactly one node quantized, for every node: the lower, the more that node hurts."""
-    steps: Iterable[str] = nodes
-    if progress:
-        from rich.progress import track
+    """Score with exactly one node quantized, for every node: the lower, the more that node hurts.
 
-        steps = track(nodes, description=f"sensitivity of {len(nodes)} nodes")
-    scores = {}
-    for node in steps:
-        trial = quantize(model_path, cache_path, method, scratch / "single-node.onnx", only=[node])
-        scores[node] = score(trial)
-    return scores
+    Each trial is independent, so with `workers` > 1 they run in that many processes (the score
+    must then be picklable); onnxruntime's quantizer is single-threaded Python, the larger part.
+    """
+    trials = [(model_path, cache_path, method, node, score, scratch / f"single-node-{index}.onnx")
+              for index, node in enumerate(nodes)]
+    with _trial_map(workers) as mapping:
+        results: Iterable[float] = mapping(_single_node_score, trials)
+        if progress:
+            from rich.progress import track
+
+            results = track(results, total=len(nodes), description=f"sensitivity of {len(nodes)} nodes")
+        return dict(zip(nodes, results))
+
+
+def _single_node_score(trial: tuple) -> float:
+    model_path, cache_path, method, node, score, output_path = trial
+    # quantize_static writes its shape-inferred copy beside its input, named after it: a link of the
+    # trial's own keeps concurrent trials from sharing (and deleting) one such file.
+    own_input = output_path.with_name(f"{output_path.stem}-input.onnx")
+    own_input.symlink_to(Path(model_path).resolve())
+    try:
+        return score(quantize(own_input, cache_path, method, output_path, only=[node]))
+    finally:
+        own_input.unlink()
+        output_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _trial_map(workers: int):
+    """`map` in order: the built-in one, or a pool of spawned processes (no fork of a threaded parent)."""
+    if workers <= 1:
+        yield map
+        return
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool.map
 
 
 class BudgetSearch:
@@ -252,9 +282,10 @@ class BudgetSearch:
     in FP32 does not lower the score much; the chosen k's score is a measurement, not that assumption.
     """
 
-    def __init__(self, model_path: Path, cache_path: Path, method: str, score: Scorer, scratch: Path, progress=False):
+    def __init__(self, model_path: Path, cache_path: Path, method: str, score: Scorer, scratch: Path, progress=False,
+                 workers: int = 1):
         self.model_path, self.cache_path, self.method = model_path, cache_path, method
-        self.score, self.scratch, self.progress = score, scratch, progress
+        self.score, self.scratch, self.progress, self.workers = score, scratch, progress, workers
         scratch.mkdir(parents=True, exist_ok=True)
         self.nodes = quantizable_nodes(model_path)
         self.ranking = list(self.nodes)
@@ -272,7 +303,8 @@ class BudgetSearch:
     def rank(self) -> None:
         if not self.single_node:
             self.single_node = sensitivity(
-                self.model_path, self.cache_path, self.method, self.nodes, self.score, self.scratch, self.progress
+                self.model_path, self.cache_path, self.method, self.nodes, self.score, self.scratch, self.progress,
+                self.workers,
             )
             self.ranking = sorted(self.nodes, key=lambda node: self.single_node[node])
             self.trials = {0: self.trials[0]} if 0 in self.trials else {}

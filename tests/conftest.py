@@ -65,7 +65,7 @@ def int8_encoder():
     """The calibrated INT8 encoder (default method and budget), built once into the build cache.
 
     Not part of `modelrepo build` (make serve does not need it): the first test session builds it in
-    about 6 minutes on 2 cores, later ones reuse it while its inputs are unchanged.
+    about 3 minutes on 2 cores, later ones reuse it while its inputs are unchanged.
     """
     from modelrepo.build.model_build import BuildRequest
     from modelrepo.build.shipped import int8_encoder_step

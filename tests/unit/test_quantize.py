@@ -54,9 +54,14 @@ def run(path, x):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
 
 
-def cosine_scorer(fp32_path, x):
-    reference = run(fp32_path, x)
-    return lambda candidate: embedding_agreement(reference, run(candidate, x))["mean_cosine"]
+class CosineToFp32:
+    """Mean cosine of a candidate's outputs to the FP32 graph's on `x`; picklable, for worker processes."""
+
+    def __init__(self, fp32_path, x):
+        self.x, self.reference = x, run(fp32_path, x)
+
+    def __call__(self, candidate) -> float:
+        return embedding_agreement(self.reference, run(candidate, self.x))["mean_cosine"]
 
 
 @pytest.mark.parametrize("method", quantize.METHODS)
@@ -89,7 +94,7 @@ def test_entropy_and_percentile_clip_ranges_that_max_keeps(graph):
 def test_sensitivity_ranks_the_outlier_node_first_and_the_budget_keeps_only_it(graph):
     path, batches, folder = graph
     cache = quantize.calibrate(path, batches, "max", folder / "budget.json")
-    score = cosine_scorer(path, RNG.normal(size=(256, 8)).astype(np.float32))
+    score = CosineToFp32(path, RNG.normal(size=(256, 8)).astype(np.float32))
     search = quantize.BudgetSearch(path, cache, "max", score, folder / "trials")
     assert search.score_kept(0) < 0.99  # every node int8 misses the budget
     kept = search.fewest_kept(0.99)
@@ -104,10 +109,23 @@ def test_sensitivity_ranks_the_outlier_node_first_and_the_budget_keeps_only_it(g
     assert not (folder / "trials").exists()
 
 
+def test_sensitivity_in_worker_processes_scores_as_in_one(graph):
+    path, batches, folder = graph
+    cache = quantize.calibrate(path, batches, "max", folder / "workers.json")
+    score = CosineToFp32(path, RNG.normal(size=(64, 8)).astype(np.float32))
+    scratch = folder / "sensitivity"
+    scratch.mkdir()
+    in_one = quantize.sensitivity(path, cache, "max", ["second", "first"], score, scratch)
+    in_two = quantize.sensitivity(path, cache, "max", ["second", "first"], score, scratch, workers=2)
+    assert in_two == in_one and list(in_two) == ["second", "first"]
+    assert in_one["second"] < in_one["first"]
+    assert not any(scratch.iterdir())  # each trial's model is removed once scored
+
+
 def test_a_met_budget_needs_no_sensitivity_run(graph):
     path, batches, folder = graph
     cache = quantize.calibrate(path, batches, "max", folder / "loose.json")
-    search = quantize.BudgetSearch(path, cache, "max", cosine_scorer(path, batches[0]["X"]), folder / "loose")
+    search = quantize.BudgetSearch(path, cache, "max", CosineToFp32(path, batches[0]["X"]), folder / "loose")
     assert search.fewest_kept(0.0) == 0 and search.single_node == {}
 
 
