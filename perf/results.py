@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modelrepo.cpu_features import describe_cpu
 from modelrepo.paths import PERF_RESULTS
 
 
@@ -70,7 +71,8 @@ def provenance(command: str) -> dict[str, str]:
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # The load average at writing time: on a shared machine it says how much else was running.
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, load average (1, 5, 15 min) {load}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores ({describe_cpu()}), {platform.platform()}, "
+                   f"load average (1, 5, 15 min) {load}",
     }
 
 

@@ -215,3 +215,28 @@ def test_the_overload_run_reads_tritons_failure_counter_under_its_exposed_name()
     after = {"nv_inference_request_failure": {key: 7.0}}
     assert failure_deltas(before, after) == {"minilm_encoder/REJECTED": 5.0}
     assert failure_deltas(before, before) == {}
+
+
+def test_int8_over_fp32_is_taken_within_each_round_then_spread_over_rounds():
+    from modelrepo.perf.studies.int8_vs_fp32 import int8_over_fp32
+
+    rates = {(1, "fp32"): 10.0, (1, "int8"): 8.0, (2, "fp32"): 20.0, (2, "int8"): 18.0, (3, "fp32"): 10.0, (3, "int8"): 7.0}
+    runs = [{"round": number, "precision": precision, "concurrency": 1, "throughput_infer_per_s": rate}
+            for (number, precision), rate in rates.items()]
+    ratio = int8_over_fp32(runs)[1]
+    assert ratio.runs == pytest.approx((0.8, 0.9, 0.7)) and ratio.median == pytest.approx(0.8)  # never the best round's
+
+
+def test_the_cpu_is_described_from_its_model_name_and_flags(tmp_path):
+    from modelrepo.cpu_features import describe_cpu, describe_int8, int8_dot_products
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert int8_dot_products(cpuinfo) == ["avx512_vnni"]
+    assert describe_int8(cpuinfo) == "CPU int8 dot-product instructions: avx512_vnni"
+    assert describe_cpu(cpuinfo) == "AMD EPYC, avx512f, avx512_vnni"
+    cpuinfo.write_text("model name\t: Intel Xeon\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert describe_int8(cpuinfo) == "CPU without VNNI or AMX int8"
+    assert describe_cpu(cpuinfo) == "Intel Xeon, avx2"
+    assert describe_cpu(tmp_path / "missing") == "CPU model unknown" and int8_dot_products(tmp_path / "missing") == []
