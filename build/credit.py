@@ -322,17 +322,18 @@ def credit_ensemble_config(name: str, fused_members: bool, members_version: int 
 
 
 def credit_onehop_config(steps: dict[str, ModelConfig]) -> ModelConfig:
-    """credit_default_onehop: the public tensors of every credit pipeline; the entry step's bounded queue
-    with the tuned instances and batch; the union of the three steps' parameters (`steps`: their configs
-    by name), so a threshold has one place, and the committed rendering is checked against them."""
-    entry = steps[ONEHOP_STEPS[0]]
+    """credit_default_onehop: the public tensors of every credit pipeline; the bounded queue of the step
+    that guards the pipelines (the last: the steps before it keep none) with the tuned instances and
+    batch; the union of the three steps' parameters (`steps`: their configs by name), so a threshold
+    has one place, and the committed rendering is checked against them."""
+    entry, guard = steps[ONEHOP_STEPS[0]], steps[ONEHOP_STEPS[-1]]
     config = ModelConfig(name=ONEHOP, backend="python", max_batch_size=entry.max_batch_size)
     add_public_tensors(config)
     # Tuned (`modelrepo tune credit_default_onehop --p99-ms 50 --concurrency 8`, README "Credit"): with one
     # instance, requests that arrive while it runs wait for Triton 2.51's 500 ms batcher timeout (its
     # queue policy turns payload prefetching off); two instances of batches up to 4 do not.
     config.instance_group.add(count=ONEHOP_INSTANCES, kind=ModelInstanceGroup.KIND_CPU)
-    config.dynamic_batching.CopyFrom(entry.dynamic_batching)
+    config.dynamic_batching.CopyFrom(guard.dynamic_batching)
     config.dynamic_batching.max_queue_delay_microseconds = 0
     config.dynamic_batching.preferred_batch_size.append(ONEHOP_PREFERRED_BATCH)
     for step in ONEHOP_STEPS:

@@ -70,18 +70,18 @@ def test_a_burst_beyond_the_queue_is_refused_fast_and_the_server_recovers(server
 
 def test_refusals_behind_bls_are_counted_in_our_metric_and_reach_the_client_as_unavailable(server, grpc_client, admin_key):
     headers = {GRPC_ADMIN_HEADER: admin_key}
-    original = grpc_client.get_model_config("credit_preprocess", as_json=True, headers=headers)["config"]
+    original = grpc_client.get_model_config("credit_aggregate", as_json=True, headers=headers)["config"]
     tight = json.loads(json.dumps(original))
     tight["dynamic_batching"]["default_queue_policy"]["max_queue_size"] = 1
     tight["dynamic_batching"]["max_queue_delay_microseconds"] = 50000  # hold batches so the queue fills
     key = (("caller", "credit_router"), ("model", "credit_default"))
     before = scrape_metrics(server).get("modelrepo_queue_rejections_total", {}).get(key, 0.0)
-    grpc_client.load_model("credit_preprocess", config=json.dumps(tight), headers=headers)
+    grpc_client.load_model("credit_aggregate", config=json.dumps(tight), headers=headers)
     try:
         raw = np.array([[0.0, 1700.0, 30000.0]])
         results = burst(server.grpc_url, "credit_router", request_arrays(raw), 64)
     finally:
-        grpc_client.load_model("credit_preprocess", config=json.dumps(original), headers=headers)
+        grpc_client.load_model("credit_aggregate", config=json.dumps(original), headers=headers)
     statuses = [status for status, _ in results]
     assert set(statuses) <= {"OK", "StatusCode.UNAVAILABLE"}, set(statuses)
     refused = statuses.count("StatusCode.UNAVAILABLE")
