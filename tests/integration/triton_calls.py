@@ -62,3 +62,18 @@ def scrape_metrics_until(server, ready, timeout_s: float = 15.0) -> dict[str, di
         if ready(samples) or time.monotonic() > deadline:
             return samples
         time.sleep(0.2)
+
+
+def settled_counter(server, family: str, key: tuple, export_interval_s: float = 1.0, timeout_s: float = 15.0) -> float:
+    """A counter's value once no model holds changes to it: the same in two scrapes more than one export
+    interval apart (credit_default_onehop exports credit_aggregate's setting, so its refusals of a test
+    just before arrive up to a second late)."""
+    deadline = time.monotonic() + timeout_s
+    value = scrape_metrics(server).get(family, {}).get(key, 0.0)
+    while True:
+        time.sleep(1.5 * export_interval_s)
+        latest = scrape_metrics(server).get(family, {}).get(key, 0.0)
+        if latest == value:
+            return value
+        assert time.monotonic() < deadline, f"{family}{key} still moving: {value} -> {latest}"
+        value = latest
