@@ -22,16 +22,19 @@ def _fields(cpuinfo: Path) -> list[tuple[str, str]]:
 
 
 def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
-    flags: set[str] = set()
-    for key, value in _fields(cpuinfo):
-        if key in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
+    return _flags_of(_fields(cpuinfo))
+
+
+def _flags_of(fields: list[tuple[str, str]]) -> set[str]:
+    return {flag for key, value in fields if key in ("flags", "Features") for flag in value.split()}
 
 
 def int8_dot_products(cpuinfo: Path = CPUINFO) -> list[str]:
     """The int8 dot-product instructions this CPU reports."""
-    flags = cpu_flags(cpuinfo)
+    return _int8_among(cpu_flags(cpuinfo))
+
+
+def _int8_among(flags: set[str]) -> list[str]:
     return [flag for flag in INT8_DOT_PRODUCTS if flag in flags]
 
 
@@ -42,7 +45,8 @@ def describe_int8(cpuinfo: Path = CPUINFO) -> str:
 
 def describe_cpu(cpuinfo: Path = CPUINFO) -> str:
     """e.g. `AMD EPYC, avx512f, avx512_vnni`: the model name, the widest vector extension, int8 dot products."""
-    model = next((value for key, value in _fields(cpuinfo) if key == "model name"), "CPU model unknown")
-    flags = cpu_flags(cpuinfo)
+    fields = _fields(cpuinfo)  # read once
+    model = next((value for key, value in fields if key == "model name"), "CPU model unknown")
+    flags = _flags_of(fields)
     widest = next((extension for extension in VECTOR_EXTENSIONS if extension in flags), None)
-    return ", ".join([model, *([widest] if widest else []), *int8_dot_products(cpuinfo)])
+    return ", ".join([model, *([widest] if widest else []), *_int8_among(flags)])

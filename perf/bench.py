@@ -38,7 +38,7 @@ from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.tune_command import default_input_data
 from modelrepo.perf.workloads import reviews
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import read_config
+from modelrepo.triton.model_config import copy_config, read_config
 from modelrepo.triton.server import TritonServer, free_ports
 
 MODEL = "text_embedding"
@@ -186,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         tuned = measure(MODEL, server.grpc_url, data, args.concurrency, key, folder / "a.csv")
         originals = {name: live.config(name) for name in ("minilm_tokenizer", ENCODER)}
         for name, config in originals.items():
-            unbatched = type(config)()
-            unbatched.CopyFrom(config)
+            unbatched = copy_config(config)
             unbatched.ClearField("dynamic_batching")
             live.load(name, unbatched)
         no_batching = measure(MODEL, server.grpc_url, data, args.concurrency, key, folder / "b.csv")

@@ -28,7 +28,7 @@ from google.protobuf import json_format
 
 from modelrepo.perf.analyzer import RequestsRefused, measure
 from modelrepo.perf.tune_search import CURRENT, Candidate, Prediction, all_predictions, shortlist
-from modelrepo.triton.model_config import ModelConfig, ensemble_steps, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, copy_config, ensemble_steps, model_config_pb2
 
 ModelInstanceGroup = model_config_pb2.ModelInstanceGroup
 
@@ -115,6 +115,11 @@ class LiveModels:
             return sum(int(s["inference_stats"][kind].get(field, 0)) for s in stats)
         return total("success", "count"), total("queue", "ns"), total("compute_infer", "ns")
 
+    @staticmethod
+    def queue_ms_per_request(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+        """Mean queue time (ms) of the requests served between two `totals` readings of one model."""
+        return (after[1] - before[1]) / max(1, after[0] - before[0]) / 1e6
+
     def compute_ns_per_request(self, model: str) -> float:
         count, _, compute = self.totals(model)
         return compute / count if count else 0.0
@@ -127,8 +132,7 @@ def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int 
     gave the curve a p99 of 514 ms against a p50 of 13 ms and stretched its windows
     (perf/results/tune-minilm_encoder-20261202-curve-before/). The queue guards are no use to one
     request at a time; the candidates keep them."""
-    tuned = ModelConfig()
-    tuned.CopyFrom(config)
+    tuned = copy_config(config)
     batching = tuned.dynamic_batching
     batching.ClearField("preferred_batch_size")
     batching.max_queue_delay_microseconds = 0

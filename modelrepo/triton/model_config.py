@@ -19,6 +19,13 @@ def format_config(config: ModelConfig) -> str:
     return text_format.MessageToString(config)
 
 
+def copy_config(config: ModelConfig) -> ModelConfig:
+    """A copy to change without touching `config`."""
+    copy = ModelConfig()
+    copy.CopyFrom(config)
+    return copy
+
+
 def read_config(model_dir: Path) -> ModelConfig:
     return parse_config((Path(model_dir) / CONFIG_FILENAME).read_text())
 

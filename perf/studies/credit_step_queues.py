@@ -27,7 +27,7 @@ from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune import LiveModels
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import ModelConfig, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, copy_config, model_config_pb2
 from modelrepo.triton.server import TritonServer, free_ports
 
 MODEL = "credit_default_fused"
@@ -36,18 +36,12 @@ GUARD = STEPS[-1]
 Configs = dict[str, ModelConfig]
 
 
-def _copy(config: ModelConfig) -> ModelConfig:
-    copy = ModelConfig()
-    copy.CopyFrom(config)
-    return copy
-
-
 def every_step_bounded(instances: int) -> Callable[[Configs], Configs]:
     """Every step with the guard's bounded queue (as shipped before this study), `instances` each."""
     def change(configs: Configs) -> Configs:
         changed = {}
         for step in STEPS:
-            config = _copy(configs[step])
+            config = copy_config(configs[step])
             config.dynamic_batching.default_queue_policy.CopyFrom(configs[GUARD].dynamic_batching.default_queue_policy)
             del config.instance_group[:]
             config.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
@@ -76,7 +70,7 @@ def measure_arrangement(server: TritonServer, live: LiveModels, key: str, origin
     finally:
         for step in changed:
             live.load(step, originals[step])
-    queue_ms = {step: (after[step][1] - before[step][1]) / max(1, after[step][0] - before[step][0]) / 1e6 for step in STEPS}
+    queue_ms = {step: live.queue_ms_per_request(before[step], after[step]) for step in STEPS}
     return {**result, "queue_ms_per_request": queue_ms}
 
 

@@ -33,7 +33,7 @@ from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.workloads import short_texts
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import ModelConfig, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, copy_config, model_config_pb2
 from modelrepo.triton.server import TritonServer, free_ports
 
 STALL_S = 0.3
@@ -43,12 +43,6 @@ PIPELINES = {
     "review_sentiment": ("minilm_tokenizer", "minilm_encoder", "sentiment_head"),
 }
 Configs = dict[str, ModelConfig]
-
-
-def _copy(config: ModelConfig) -> ModelConfig:
-    copy = ModelConfig()
-    copy.CopyFrom(config)
-    return copy
 
 
 # The tokenizer's batcher as main shipped it before this study (the "batched" variants restore it).
@@ -65,7 +59,7 @@ def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False, 
     """The repository's configs with the tokenizer batched (by default as before) or not, and its
     instance count; `unbatched_head`: sentiment_head without its batcher too."""
     def change(configs: Configs) -> Configs:
-        tokenizer = _copy(configs[TOKENIZER])
+        tokenizer = copy_config(configs[TOKENIZER])
         tokenizer.ClearField("dynamic_batching")
         if batched:
             tokenizer.dynamic_batching.SetInParent()  # present even when `batcher` sets nothing
@@ -74,7 +68,7 @@ def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False, 
         tokenizer.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
         changed = {TOKENIZER: tokenizer}
         if unbatched_head:
-            changed[HEAD] = _copy(configs[HEAD])
+            changed[HEAD] = copy_config(configs[HEAD])
             changed[HEAD].ClearField("dynamic_batching")
         return changed
     return change
@@ -132,7 +126,7 @@ def one_run(url: str, live: LiveModels, model: str, burst: int, rounds: int, tex
     after = {step: live.totals(step) for step in steps}
     for client in clients:
         client.close()
-    queue_ms = {step: (after[step][1] - before[step][1]) / max(1, after[step][0] - before[step][0]) / 1e6 for step in steps}
+    queue_ms = {step: live.queue_ms_per_request(before[step], after[step]) for step in steps}
     ms = np.array(samples) * 1000
     return {"stalled_rounds": sum(w > STALL_S for w in worst), "rounds": rounds, "p50_ms": float(np.percentile(ms, 50)),
             "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "samples": len(samples),
