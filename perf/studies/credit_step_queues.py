@@ -50,9 +50,21 @@ def every_step_bounded(instances: int) -> Callable[[Configs], Configs]:
     return change
 
 
+def guard_instances(instances: int) -> Callable[[Configs], Configs]:
+    """Only the guard bounded (as shipped), with `instances` of it; the other steps keep one each (the drift
+    window lives in credit_preprocess, one per instance)."""
+    def change(configs: Configs) -> Configs:
+        config = copy_config(configs[GUARD])
+        del config.instance_group[:]
+        config.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        return {GUARD: config}
+    return change
+
+
 ARRANGEMENTS: dict[str, Callable[[Configs], Configs]] = {
     "every step bounded, 1 instance each (before)": every_step_bounded(1),
-    "only credit_aggregate bounded, 1 instance each (shipped)": lambda configs: {},
+    "only credit_aggregate bounded, 1 instance each (11ec3c9)": guard_instances(1),
+    "only credit_aggregate bounded, 2 instances of it (shipped)": guard_instances(2),
     "every step bounded, 2 instances each": every_step_bounded(2),
 }
 
@@ -90,20 +102,21 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(measure_arrangement(server, live, key, originals, change, args.concurrency, Path(tmp)))
                 print(f"round {number}: {name}: {runs[name][-1]['throughput_infer_per_s']:.0f}/s, "
                       f"p99 {runs[name][-1]['p99_ms']:.1f} ms", flush=True)
-    before = next(iter(ARRANGEMENTS))
+    before, one_guard = list(ARRANGEMENTS)[:2]
 
     def spread(name: str, value: Callable[[int, dict], float], digits: int) -> str:
         return Spread.of(value(index, run) for index, run in enumerate(runs[name])).text(digits)
 
     body = [
-        f"`{MODEL}` at concurrency {args.concurrency}; median (range) over {args.rounds} rounds; ÷ before: throughput "
-        "over the first arrangement's in the same round; queue: each step's mean queue time per request (steps in "
-        "pipeline order).",
+        f"`{MODEL}` at concurrency {args.concurrency}; median (range) over {args.rounds} rounds; ÷ before, ÷ one guard: "
+        "throughput over the first or the second arrangement's in the same round; queue: each step's mean queue time "
+        "per request (steps in pipeline order).",
         "",
-        "| arrangement | throughput (infer/s) | ÷ before | p50 (ms) | p99 (ms) | queue per step (ms) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| arrangement | throughput (infer/s) | ÷ before | ÷ one guard | p50 (ms) | p99 (ms) | queue per step (ms) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *(f"| {name} | {spread(name, lambda i, r: r['throughput_infer_per_s'], 0)} | "
           f"{spread(name, lambda i, r: r['throughput_infer_per_s'] / runs[before][i]['throughput_infer_per_s'], 2)} | "
+          f"{spread(name, lambda i, r: r['throughput_infer_per_s'] / runs[one_guard][i]['throughput_infer_per_s'], 2)} | "
           f"{spread(name, lambda i, r: r['p50_ms'], 1)} | {spread(name, lambda i, r: r['p99_ms'], 1)} | "
           + " / ".join(spread(name, lambda i, r, s=step: r["queue_ms_per_request"][s], 1) for step in STEPS) + " |"
           for name in ARRANGEMENTS),
