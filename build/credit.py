@@ -24,6 +24,7 @@ from modelrepo.python_backends.credit_onehop import MEMBERS_FILENAME
 from modelrepo.python_backends.ensemble_stats import OUTPUT_NAMES, summarise
 from tritonclient.grpc.model_config_pb2 import TYPE_FP32, TYPE_STRING, ModelInstanceGroup
 
+from modelrepo.check import PARAMETERS_FROM
 from modelrepo.triton.model_config import ModelConfig, write_config
 
 MEMBERS = 10
@@ -339,4 +340,6 @@ def credit_onehop_config(steps: dict[str, ModelConfig]) -> ModelConfig:
     for step in ONEHOP_STEPS:
         for key, value in steps[step].parameters.items():
             config.parameters[key].CopyFrom(value)
+    # `modelrepo check` holds the union to its steps' values from here on, wherever one is edited.
+    config.parameters[PARAMETERS_FROM].string_value = ",".join(ONEHOP_STEPS)
     return config

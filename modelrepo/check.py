@@ -17,6 +17,9 @@ the model, the field and the rule:
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
 - a Python model's `metrics_export_interval_s`, where set, is a number of seconds ≥ 0;
+- a model that runs other models' code in one stub names them in its `parameters_from` parameter and
+  carries each of their parameters with the same value (credit_default_onehop: a threshold or metric
+  setting changed on a step and not on it would make the two paths answer differently);
 - engines built elsewhere: a TensorRT plan or TensorRT-LLM engine a config-only render left to build on a
   GPU host is *pending* (`pending_engines` lists them with the command), not missing; a TensorRT-LLM
   engine's limits (engine_limits.json) must equal its config's batch size, so engine, config and the
@@ -61,6 +64,7 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
     if config.platform == "ensemble":
         return problems + check_ensemble(name, config, models)
     problems += check_batching(name, config, model_dir, queue_guards(name, models))
+    problems += check_parameters_from(name, config, models)
     problems += check_artifacts(name, config, model_dir)
     if config.backend == "python":
         for group in config.instance_group:
@@ -81,6 +85,7 @@ def bounded_queue(config: ModelConfig) -> bool:
 
 
 QUEUE_GUARDS = "queue_guards"  # a BLS model's parameter: the models it calls, whose bounded queues refuse overload
+PARAMETERS_FROM = "parameters_from"  # the models whose code (and so parameters) a model runs in one stub
 
 
 def guarded(model: str, models: dict[str, ModelConfig]) -> bool:
@@ -96,7 +101,7 @@ def guarded(model: str, models: dict[str, ModelConfig]) -> bool:
 def queue_guards(name: str, models: dict[str, ModelConfig]) -> list[str]:
     """The models whose bounded queues guard `name`'s: the `queue_guards` it names (BLS), each guarded;
     else for each ensemble that uses `name`, a later step with a bounded queue. Empty when unguarded."""
-    named = [m.strip() for m in (parameter(models[name], QUEUE_GUARDS) or "").split(",") if m.strip()] if name in models else []
+    named = named_models(models[name], QUEUE_GUARDS) if name in models else []
     if named:
         return named if all(guarded(m, models) for m in named) else []
     guards = []
@@ -110,6 +115,28 @@ def queue_guards(name: str, models: dict[str, ModelConfig]) -> list[str]:
             return []
         guards.append(guard)
     return guards
+
+
+def named_models(config: ModelConfig, key: str) -> list[str]:
+    return [m.strip() for m in (parameter(config, key) or "").split(",") if m.strip()]
+
+
+def check_parameters_from(name: str, config: ModelConfig, models: dict[str, ModelConfig]) -> list[str]:
+    """Each model `parameters_from` names exists, and `name` carries each of its parameters unchanged."""
+    problems = []
+    for source in named_models(config, PARAMETERS_FROM):
+        if source not in models:
+            problems.append(f"{name}: {PARAMETERS_FROM} names {source}, which is not in the repository")
+            continue
+        for key, value in sorted(models[source].parameters.items()):
+            if key not in config.parameters:
+                problems.append(f"{name}: parameter {key} is missing; it runs {source}'s code ({PARAMETERS_FROM}) "
+                                f"and must carry its parameters ({key} {value.string_value!r} there)")
+            elif config.parameters[key].string_value != value.string_value:
+                problems.append(f"{name}: parameter {key} {config.parameters[key].string_value!r} != "
+                                f"{value.string_value!r} in {source}: it runs {source}'s code ({PARAMETERS_FROM}), "
+                                "so set it in both")
+    return problems
 
 
 def check_batching(name: str, config: ModelConfig, model_dir: Path, guards: list[str] = ()) -> list[str]:

@@ -159,3 +159,16 @@ def test_the_export_interval_parses_as_the_stub_reads_it():
     assert export_interval("0") == 0 and export_interval("2.5") == 2.5
     with pytest.raises(ValueError, match="metrics_export_interval_s 'soon' must be a number of seconds"):
         export_interval("soon")
+
+
+def test_a_model_running_its_steps_code_carries_their_parameters(repo):
+    # credit_default_onehop runs credit_aggregate's decision code: a threshold changed there alone is refused
+    edit(repo, "credit_aggregate", lambda c: c.parameters["decline_at"].__setattr__("string_value", "0.6"))
+    problems_with(repo, "credit_default_onehop", "parameter decline_at '0.5' != '0.6' in credit_aggregate", "set it in both")
+    edit(repo, "credit_default_onehop", lambda c: c.parameters["decline_at"].__setattr__("string_value", "0.6"))
+    assert check_repository(repo) == []
+    edit(repo, "credit_default_onehop", lambda c: c.parameters.pop("drift_window"))
+    problems_with(repo, "credit_default_onehop", "parameter drift_window is missing", "credit_preprocess's code")
+    edit(repo, "credit_default_onehop",
+         lambda c: c.parameters["parameters_from"].__setattr__("string_value", "credit_preprocess,no_such_step"))
+    problems_with(repo, "credit_default_onehop", "parameters_from names no_such_step, which is not in the repository")
