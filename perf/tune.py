@@ -28,9 +28,7 @@ from google.protobuf import json_format
 
 from modelrepo.perf.analyzer import RequestsRefused, measure
 from modelrepo.perf.tune_search import CURRENT, Candidate, Prediction, all_predictions, shortlist
-from modelrepo.triton.model_config import ModelConfig, copy_config, ensemble_steps, model_config_pb2
-
-ModelInstanceGroup = model_config_pb2.ModelInstanceGroup
+from modelrepo.triton.model_config import ModelConfig, copy_config, ensemble_steps, set_cpu_instances
 
 DEFAULT_INSTANCE_OPTIONS = (1, 2)  # 2 cores: more instances only contend
 KEEP = 2  # candidates verified under load; the deciding measurement repeats the best two
@@ -143,8 +141,7 @@ def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int 
         batching.preferred_batch_size.append(min(candidate.preferred_batch, tuned.max_batch_size))
         batching.max_queue_delay_microseconds = candidate.queue_delay_us
     if instances is not None:
-        del tuned.instance_group[:]
-        tuned.instance_group.add(count=instances, kind=ModelInstanceGroup.KIND_CPU)
+        set_cpu_instances(tuned, instances)
     return tuned
 
 

@@ -26,6 +26,12 @@ def copy_config(config: ModelConfig) -> ModelConfig:
     return copy
 
 
+def set_cpu_instances(config: ModelConfig, count: int) -> None:
+    """`config` runs `count` CPU instances, in one instance group, whatever groups it had."""
+    del config.instance_group[:]
+    config.instance_group.add(count=count, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+
+
 def read_config(model_dir: Path) -> ModelConfig:
     return parse_config((Path(model_dir) / CONFIG_FILENAME).read_text())
 

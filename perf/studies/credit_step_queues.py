@@ -27,7 +27,7 @@ from modelrepo.perf.analyzer import measure
 from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune import LiveModels
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import ModelConfig, copy_config, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, copy_config, set_cpu_instances
 from modelrepo.triton.server import TritonServer, free_ports
 
 MODEL = "credit_default_fused"
@@ -43,8 +43,7 @@ def every_step_bounded(instances: int) -> Callable[[Configs], Configs]:
         for step in STEPS:
             config = copy_config(configs[step])
             config.dynamic_batching.default_queue_policy.CopyFrom(configs[GUARD].dynamic_batching.default_queue_policy)
-            del config.instance_group[:]
-            config.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+            set_cpu_instances(config, instances)
             changed[step] = config
         return changed
     return change
@@ -55,8 +54,7 @@ def guard_instances(instances: int) -> Callable[[Configs], Configs]:
     window lives in credit_preprocess, one per instance)."""
     def change(configs: Configs) -> Configs:
         config = copy_config(configs[GUARD])
-        del config.instance_group[:]
-        config.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        set_cpu_instances(config, instances)
         return {GUARD: config}
     return change
 

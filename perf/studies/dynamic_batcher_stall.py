@@ -33,7 +33,7 @@ from modelrepo.perf.results import Spread, record
 from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.workloads import short_texts
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
-from modelrepo.triton.model_config import ModelConfig, copy_config, model_config_pb2
+from modelrepo.triton.model_config import ModelConfig, copy_config, set_cpu_instances
 from modelrepo.triton.server import TritonServer, free_ports
 
 STALL_S = 0.3
@@ -64,8 +64,7 @@ def _tokenizer(batched: bool, instances: int = 1, unbatched_head: bool = False, 
         if batched:
             tokenizer.dynamic_batching.SetInParent()  # present even when `batcher` sets nothing
             text_format.Parse(batcher, tokenizer.dynamic_batching)
-        del tokenizer.instance_group[:]
-        tokenizer.instance_group.add(count=instances, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+        set_cpu_instances(tokenizer, instances)
         changed = {TOKENIZER: tokenizer}
         if unbatched_head:
             changed[HEAD] = copy_config(configs[HEAD])
