@@ -39,6 +39,23 @@ def test_the_study_states_the_tokenizers_batching_whatever_the_repository_holds(
     assert read_config(MODEL_REPOSITORY / "minilm_tokenizer") == configs["minilm_tokenizer"]  # copies, not edits
 
 
+def test_the_credit_queue_study_arranges_the_fan_outs_members_from_the_shipped_configs():
+    from modelrepo.perf.studies.credit_step_queues import GUARD, MEMBERS, STUDIES
+
+    configs = {name: read_config(MODEL_REPOSITORY / name) for name in (*MEMBERS, GUARD)}
+    arrangements = STUDIES["credit_default"]
+    shipped = configs[MEMBERS[3]]
+    assert shipped.instance_group[0].count == 1 and shipped.dynamic_batching.default_queue_policy.max_queue_size > 0
+    two = arrangements["members bounded, 2 instances each"](configs)
+    assert set(two) == set(MEMBERS) and all(c.instance_group[0].count == 2 for c in two.values())
+    cascade = arrangements["credit_member_0 bounded with 2 instances, the other members unbounded, 1 each"](configs)
+    assert cascade[MEMBERS[0]].instance_group[0].count == 2
+    assert cascade[MEMBERS[0]].dynamic_batching.default_queue_policy == shipped.dynamic_batching.default_queue_policy
+    assert not any(cascade[m].dynamic_batching.HasField("default_queue_policy") for m in MEMBERS[1:])
+    assert all(cascade[m].dynamic_batching.max_queue_delay_microseconds == 200 for m in MEMBERS[1:])  # still batched
+    assert read_config(MODEL_REPOSITORY / MEMBERS[3]) == shipped  # copies, not edits
+
+
 def test_the_mixed_workload_sends_four_short_texts_then_one_review():
     texts = mixed_texts(80)
     longs = set(reviews(80))
