@@ -22,7 +22,7 @@ TARGETS = ("cpu", "onnxruntime", "tensorrt")
 # Targets a registry entry renders as a whole pipeline (build/shipped.py); named here so the CLI need not import the entries.
 PIPELINE_TARGETS = ("tensorrt-llm",)
 PRECISIONS = ("fp32", "fp16", "int8")
-PYTHON_RUNNER_PARAMETERS = ("intra_op_threads", "ragged_inputs", "onnx_file")
+PYTHON_RUNNER_PARAMETERS = ("intra_op_threads", "ragged_inputs", "ragged_run_cost_tokens", "onnx_file")
 ONNX_FILENAME = "model.onnx"
 PLAN_FILENAME = "model.plan"
 ENGINE_METADATA = "engine.json"

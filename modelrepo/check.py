@@ -16,7 +16,8 @@ the model, the field and the rule:
   steps); preferred sizes ≤ max_batch_size and, for
   TensorRT plans, inside the engine's optimisation profile (engine.json written by the build);
 - artifacts: model.py for Python models, the graph/plan file for native platforms, label files;
-- a Python model's `metrics_export_interval_s`, where set, is a number of seconds ≥ 0;
+- a Python model's `metrics_export_interval_s`, where set, is a number of seconds ≥ 0, and its
+  `ragged_run_cost_tokens` (the ONNX runner's length-aware batching) a number of tokens ≥ 0;
 - a model that runs other models' code in one stub names them in its `parameters_from` parameter and
   carries each of their parameters with the same value (credit_default_onehop: a threshold or metric
   setting changed on a step and not on it would make the two paths answer differently);
@@ -32,6 +33,7 @@ import json
 from pathlib import Path
 
 from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, export_interval
+from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST, run_cost_tokens
 from modelrepo.triton.model_config import ModelConfig, model_config_pb2, parameter, repository_models
 
 PLATFORM_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}
@@ -70,12 +72,13 @@ def check_model(name: str, config: ModelConfig, models: dict[str, ModelConfig], 
         for group in config.instance_group:
             if group.kind not in (group.KIND_CPU, group.KIND_AUTO):
                 problems.append(f"{name}: instance_group kind must be KIND_CPU for a Python model here (cpu target)")
-        interval = parameter(config, METRICS_EXPORT_INTERVAL)
-        if interval is not None:
-            try:
-                export_interval(interval)
-            except ValueError as err:
-                problems.append(f"{name}: {err}")
+        for key, parse in ((METRICS_EXPORT_INTERVAL, export_interval), (RAGGED_RUN_COST, run_cost_tokens)):
+            value = parameter(config, key)
+            if value is not None:
+                try:
+                    parse(value)
+                except ValueError as err:
+                    problems.append(f"{name}: {err}")
     return problems
 
 

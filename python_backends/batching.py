@@ -72,6 +72,32 @@ def concat_requests(
     return joined, sizes
 
 
+def length_groups(lengths: Sequence[int], rows: Sequence[int], run_cost_tokens: float) -> list[list[int]]:
+    """Requests (their indices) grouped into separate runs by sequence length, so that a dynamic batch of
+    short texts and one long text does not pad every short one to the long one's length.
+
+    A run is costed as `run_cost_tokens` (what one session.run costs beyond its tokens, in padded
+    tokens) plus its rows times its longest length. The requests are sorted by length and cut where the
+    total is least (dynamic programming over the sorted order; a batch holds at most max_batch_size
+    requests). Ties keep fewer runs; groups come shortest first, each in sorted order.
+    """
+    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
+    rows_before = np.concatenate([[0], np.cumsum([rows[index] for index in order])])
+    best = [0.0] + [float("inf")] * len(order)  # best[end]: least cost of the first `end` sorted requests
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end):  # largest last group first, so that ties keep fewer runs
+            cost = best[start] + run_cost_tokens + float(rows_before[end] - rows_before[start]) * longest
+            if cost < best[end]:
+                best[end], cut[end] = cost, start
+    groups, end = [], len(order)
+    while end > 0:
+        groups.append(order[cut[end]:end])
+        end = cut[end]
+    return groups[::-1]
+
+
 def split_rows(tensors: Tensors, sizes: Sequence[int]) -> list[Tensors]:
     """The inverse of `concat_requests`: one dict of tensors per request."""
     bounds = np.cumsum([0, *sizes])

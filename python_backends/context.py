@@ -47,3 +47,15 @@ class ModelContext:
 
     def float_parameter(self, key: str, default: float) -> float:
         return float(self.parameter(key, str(default)))
+
+
+def non_negative_parameter(key: str, value: str, unit: str, meaning: str) -> float:
+    """A config parameter that must be a finite number ≥ 0; else a ValueError naming the parameter, its
+    value, the rule (`unit`) and what the number means."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"parameter {key} {value!r} must be a number of {unit} ≥ 0 ({meaning})")
+    return number

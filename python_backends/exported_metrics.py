@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from modelrepo.python_backends.context import non_negative_parameter
 from modelrepo.python_backends.metrics import COUNTER, GAUGE, HISTOGRAM, LabelledFamily
 
 METRICS_EXPORT_INTERVAL = "metrics_export_interval_s"
@@ -34,14 +35,7 @@ Call = tuple[Callable[[float], Any], float]
 
 def export_interval(value: str) -> float:
     """The parameter's seconds; a clear error for anything but a finite number ≥ 0 (0: each call at once)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 <= seconds < float("inf"):
-        raise ValueError(f"parameter {METRICS_EXPORT_INTERVAL} {value!r} must be a number of seconds ≥ 0 "
-                         "(0: every metric call goes to the server at once)")
-    return seconds
+    return non_negative_parameter(METRICS_EXPORT_INTERVAL, value, "seconds", "0: every metric call goes to the server at once")
 
 
 def bucket_label(bound: float) -> str:

@@ -1,7 +1,11 @@
 """Run an ONNX model with onnxruntime for a dynamic batch of requests (the CPU engine target).
 
 Inputs listed in the model's `ragged_inputs` parameter (e.g. token ids of different lengths) are
-right-padded to the batch's longest before one session.run; outputs are split back per request.
+right-padded to the longest of their run; outputs are split back per request. A batch of ragged
+requests runs as one session.run unless splitting it by length costs less: one run is counted as
+`ragged_run_cost_tokens` padded tokens (RAGGED_RUN_COST_TOKENS unless the config sets it) plus its
+rows times its longest length (batching.length_groups). Without that, a short query batched with a long
+review is computed at the review's length (perf/studies/ragged_split.py measures both).
 """
 
 from __future__ import annotations
@@ -11,14 +15,25 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from modelrepo.python_backends.batching import Tensors, answer_each, concat_requests, required, split_rows
-from modelrepo.python_backends.context import ModelContext
+from modelrepo.python_backends.batching import Tensors, answer_each, concat_requests, length_groups, required, split_rows
+from modelrepo.python_backends.context import ModelContext, non_negative_parameter
 
 MODEL_FILENAME = "model.onnx"
+RAGGED_RUN_COST = "ragged_run_cost_tokens"
+# all-MiniLM-L6-v2 on one thread: a session.run costs about as much as 7 more padded tokens
+# (perf/results/ragged_split.md fits time = a + b x rows x length: a / b = 6.7; the split hardly depends on it)
+RAGGED_RUN_COST_TOKENS = 7.0
+
+
+def run_cost_tokens(value: str) -> float:
+    """The parameter's tokens; a clear error for anything but a finite number ≥ 0."""
+    return non_negative_parameter(RAGGED_RUN_COST, value, "tokens", "what one session.run costs beyond its tokens; "
+                                  "0: every length runs alone, 1000000: never split")
 
 
 class OnnxRunner:
-    def __init__(self, model_path: Path, intra_op_threads: int = 1, ragged_inputs: Sequence[str] = ()):
+    def __init__(self, model_path: Path, intra_op_threads: int = 1, ragged_inputs: Sequence[str] = (),
+                 ragged_run_cost_tokens: float = RAGGED_RUN_COST_TOKENS):
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_op_threads
         options.inter_op_num_threads = 1
@@ -26,6 +41,7 @@ class OnnxRunner:
         self.input_names = [node.name for node in self.session.get_inputs()]
         self.output_names = [node.name for node in self.session.get_outputs()]
         self.ragged_inputs = tuple(ragged_inputs)
+        self.ragged_run_cost_tokens = ragged_run_cost_tokens
 
     @classmethod
     def from_context(cls, context: ModelContext) -> "OnnxRunner":
@@ -34,6 +50,7 @@ class OnnxRunner:
             context.version_dir / context.parameter("onnx_file", MODEL_FILENAME),
             intra_op_threads=context.int_parameter("intra_op_threads", 1),
             ragged_inputs=ragged,
+            ragged_run_cost_tokens=run_cost_tokens(context.parameter(RAGGED_RUN_COST, str(RAGGED_RUN_COST_TOKENS))),
         )
 
     def run(self, inputs: Tensors) -> Tensors:
@@ -46,5 +63,16 @@ class OnnxRunner:
         return {name: required(request, name) for name in self.input_names}
 
     def run_requests(self, requests: list[Tensors]) -> list[Tensors]:
+        if not self.ragged_inputs or len(requests) == 1:
+            return self.run_together(requests)
+        lengths = [max(request[name].shape[1] for name in self.ragged_inputs) for request in requests]
+        rows = [len(request[self.input_names[0]]) for request in requests]
+        answers: list[Tensors] = [{}] * len(requests)
+        for group in length_groups(lengths, rows, self.ragged_run_cost_tokens):
+            for index, answer in zip(group, self.run_together([requests[index] for index in group])):
+                answers[index] = answer
+        return answers
+
+    def run_together(self, requests: list[Tensors]) -> list[Tensors]:
         joined, sizes = concat_requests(requests, self.input_names, self.ragged_inputs)
         return split_rows(self.run(joined), sizes)

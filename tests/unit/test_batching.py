@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelrepo.python_backends.batching import answer_each, check_ranks, concat_requests, input_ranks, pad_to_length, split_rows
+from modelrepo.python_backends.batching import (answer_each, check_ranks, concat_requests, input_ranks, length_groups,
+                                               pad_to_length, split_rows)
 from modelrepo.python_backends.errors import InputError
 
 
@@ -20,6 +21,36 @@ def test_ragged_inputs_are_right_padded_and_split_back():
 def test_non_ragged_inputs_of_different_lengths_are_an_error():
     with pytest.raises(ValueError):
         concat_requests([{"x": np.zeros((1, 2))}, {"x": np.zeros((1, 3))}], ["x"])
+
+
+def test_a_long_sequence_runs_apart_from_short_ones_when_padding_costs_more_than_a_run():
+    # four one-row queries of 8-12 tokens and a 200-token review: padded together 5 x 200 = 1000 tokens
+    lengths, rows = [12, 200, 8, 10, 9], [1, 1, 1, 1, 1]
+    assert length_groups(lengths, rows, run_cost_tokens=10) == [[2, 4, 3, 0], [1]]
+    assert length_groups(lengths, rows, run_cost_tokens=1_000_000) == [[2, 4, 3, 0, 1]]  # never split
+    assert length_groups([9, 9, 9], [1, 2, 1], run_cost_tokens=0) == [[0, 1, 2]]  # equal lengths: a tie keeps one run
+    assert length_groups([5], [3], run_cost_tokens=10) == [[0]] and length_groups([], [], 10) == []
+
+
+def cost(groups, lengths, rows, run_cost):
+    return sum(run_cost + sum(rows[i] for i in group) * max(lengths[i] for i in group) for group in groups)
+
+
+def test_length_groups_cost_no_more_than_any_cut_of_the_sorted_requests():
+    import itertools
+    random = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(random.integers(1, 8))
+        lengths, rows = random.integers(1, 300, n).tolist(), random.integers(1, 5, n).tolist()
+        run_cost = float(random.choice([0, 4, 10, 50, 500]))
+        groups = length_groups(lengths, rows, run_cost)
+        assert sorted(i for group in groups for i in group) == list(range(n))  # every request once
+        order = sorted(range(n), key=lambda i: lengths[i])
+        every_cut = (
+            [order[a:b] for a, b in zip((0, *cuts), (*cuts, n))]
+            for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+        )
+        assert cost(groups, lengths, rows, run_cost) <= min(cost(g, lengths, rows, run_cost) for g in every_cut) + 1e-9
 
 
 def test_pad_to_length_keeps_full_rows():

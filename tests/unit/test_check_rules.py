@@ -153,6 +153,12 @@ def test_a_metrics_export_interval_is_a_number_of_seconds(repo, value):
     problems_with(repo, "credit_aggregate", "metrics_export_interval_s", repr(value), "number of seconds ≥ 0")
 
 
+@pytest.mark.parametrize("value", ["some", "-1", "nan", "inf"])
+def test_a_ragged_run_cost_is_a_number_of_tokens(repo, value):
+    edit(repo, "minilm_encoder", lambda c: c.parameters["ragged_run_cost_tokens"].__setattr__("string_value", value))
+    problems_with(repo, "minilm_encoder", "ragged_run_cost_tokens", repr(value), "number of tokens ≥ 0")
+
+
 def test_the_export_interval_parses_as_the_stub_reads_it():
     from modelrepo.python_backends.exported_metrics import export_interval
 

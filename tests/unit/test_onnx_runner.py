@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
-from modelrepo.python_backends.onnx_runner import OnnxRunner
+from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST_TOKENS, OnnxRunner
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,31 @@ def test_from_context_reads_threads_and_ragged_inputs_from_config_parameters(mas
     runner = OnnxRunner.from_context(ModelContext("m", masked_sum_model.parent, config))
     assert runner.ragged_inputs == ("input_ids", "attention_mask")
     assert runner.session.get_session_options().intra_op_num_threads == 2
+
+
+def test_a_batch_of_short_requests_and_a_long_one_runs_in_two_sessions_with_the_same_answers(masked_sum_model):
+    runner = OnnxRunner(masked_sum_model, ragged_inputs=("input_ids", "attention_mask"))
+    short = [{"input_ids": np.array([[i, 1]]), "attention_mask": np.array([[1, 1]])} for i in range(4)]
+    long = {"input_ids": np.arange(100)[None, :], "attention_mask": np.ones((1, 100), dtype=np.int64)}
+    requests = [short[0], long, *short[1:]]
+    runs = []
+    run = runner.run
+    runner.run = lambda joined: runs.append(joined["input_ids"].shape) or run(joined)
+    answers = runner.execute_batch(requests)
+    assert runs == [(4, 2), (1, 100)]  # not (5, 100): the queries are not padded to the review's length
+    assert [a["total"].tolist() for a in answers] == [[1.0], [4950.0], [2.0], [3.0], [4.0]]
+    runs.clear()
+    runner.ragged_run_cost_tokens = 1_000_000
+    assert [a["total"].tolist() for a in runner.execute_batch(requests)] == [[1.0], [4950.0], [2.0], [3.0], [4.0]]
+    assert runs == [(5, 100)]
+
+
+def test_the_ragged_run_cost_comes_from_the_config_and_is_checked(masked_sum_model):
+    def runner(**parameters):
+        config = {"parameters": {key: {"string_value": value} for key, value in parameters.items()}}
+        return OnnxRunner.from_context(ModelContext("m", masked_sum_model.parent, config))
+
+    assert runner().ragged_run_cost_tokens == RAGGED_RUN_COST_TOKENS
+    assert runner(ragged_run_cost_tokens="25").ragged_run_cost_tokens == 25.0
+    with pytest.raises(ValueError, match="ragged_run_cost_tokens '-3' must be a number of tokens ≥ 0"):
+        runner(ragged_run_cost_tokens="-3")

@@ -1,8 +1,10 @@
-"""The benchmarks' request texts and the burst study's configurations (no server)."""
+"""The benchmarks' request texts, the studies' configurations and the served encoder's length split (no server)."""
 
 from __future__ import annotations
 
 import json
+
+import numpy as np
 
 from modelrepo.paths import MODEL_REPOSITORY
 from modelrepo.perf.embedding_sessions import embedder
@@ -15,6 +17,21 @@ def test_short_texts_are_3_to_15_tokens_with_the_served_tokenizer():
     session = embedder(1)
     tokens = [int(session.tokenize([text])["attention_mask"].sum()) for text in short_texts()]
     assert len(tokens) == 64 and min(tokens) >= 3 and max(tokens) <= 15, (min(tokens), max(tokens))
+
+
+def test_the_served_encoder_splits_a_mixed_batch_by_length_with_the_same_embeddings():
+    from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST_TOKENS
+
+    session = embedder(1)
+    texts = [*short_texts(3), reviews(1)[0]]
+    requests = [session.tokenize([text]) for text in texts]  # as the encoder receives them: each text alone
+    assert session.runner.ragged_run_cost_tokens == RAGGED_RUN_COST_TOKENS
+    runs, run = [], session.runner.run
+    session.runner.run = lambda joined: runs.append(joined["input_ids"].shape) or run(joined)
+    split = session.runner.execute_batch(requests)
+    assert len(runs) >= 2 and (len(texts), requests[-1]["input_ids"].shape[1]) not in runs  # the queries ran apart
+    for text, answer in zip(texts, split):
+        np.testing.assert_allclose(answer["embedding"], run(session.tokenize([text]))["embedding"], atol=1e-5)
 
 
 def test_input_data_is_one_single_text_request_per_text(tmp_path):

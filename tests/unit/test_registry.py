@@ -51,7 +51,10 @@ def test_the_build_is_the_registry_and_its_cache_keys_match_what_was_built():
     results = build_all(MODEL_REPOSITORY, log=lambda *_: None)
     assert [result.name for result in results] == [
         step.name for entry in registry.shipped_entries() for step in entry.steps]
-    assert all(result.cached for result in results), [result.name for result in results if not result.cached]
+    rebuilt = [result.name for result in results if not result.cached]
+    # in a working tree, editing code a step hashes (python_backends/, build/) since `make build` fails this once;
+    # the call above has rebuilt and re-stamped those steps, so a rerun passes
+    assert not rebuilt, f"rebuilt, their inputs changed since the last build: {rebuilt}"
     for result in results:
         assert read_stamp(result.output_dir)["input_hash"] == result.input_hash
 
