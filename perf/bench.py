@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     versus = http["triton"]["throughput_per_s"] / http["fastapi"]["throughput_per_s"]
     budget = args.p99_ms
     body = [
-        f"text_embedding at its config (encoder: {parallelism.describe()}, preferred batch {batch}, "
+        f"text_embedding at its config (encoder: {parallelism.describe()}, preferred batch sizes "
+        f"{list(encoder.dynamic_batching.preferred_batch_size) or 'none'}, "
         f"queue delay {encoder.dynamic_batching.max_queue_delay_microseconds} us), concurrency {args.concurrency}, "
         f"64 real test reviews, p99 budget {budget:g} ms.",
         "",

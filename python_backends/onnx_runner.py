@@ -20,8 +20,9 @@ from modelrepo.python_backends.context import ModelContext, non_negative_paramet
 
 MODEL_FILENAME = "model.onnx"
 RAGGED_RUN_COST = "ragged_run_cost_tokens"
-# all-MiniLM-L6-v2 on one thread: a session.run costs about as much as 7 more padded tokens
-# (perf/results/ragged_split.md fits time = a + b x rows x length: a / b = 6.7; the split hardly depends on it)
+# all-MiniLM-L6-v2 on one thread: a session.run costs about as much as 4-7 more padded tokens
+# (perf/results/ragged_split.md fits time = a + b x rows x length: a / b was 4.0 and 6.7 in two runs;
+# where the cut falls hardly depends on it)
 RAGGED_RUN_COST_TOKENS = 7.0
 
 

@@ -1,6 +1,6 @@
 """Length-aware batching in the encoder's runner: a dynamic batch split by length against one padded run.
 
-    .venv/bin/python -m modelrepo.perf.studies.ragged_split [--repeats 15] [--rate 60] [--seconds 30] [--rounds 3]
+    .venv/bin/python -m modelrepo.perf.studies.ragged_split [--repeats 15] [--rate 150] [--seconds 30] [--rounds 3] [--concurrency 16]
 
 1. In this process, one onnxruntime session of the served encoder with the served intra-op threads:
    - the cost of a run: the median time of `--repeats` runs of rows x length padded tokens, fitted as
@@ -9,10 +9,11 @@
    - dynamic batches as the encoder receives them (each request a text tokenized alone): short texts
      with one long review, run padded to the longest (one run) and split by length (the runner's
      default), alternating; the embeddings of both compared (cosine).
-2. Served: text_embedding on one server (explicit model control, admin key); the mixed workload of
-   `modelrepo bench --workload short` (80 % short texts, 20 % long reviews, open loop at `--rate`/s)
-   with minilm_encoder as shipped and with splitting turned off (`ragged_run_cost_tokens` 1000000),
-   loaded in turn (`load_model(config=…)`), `--rounds` times; p50 / p99 per kind.
+2. Served: text_embedding on one server (explicit model control, admin key), minilm_encoder as shipped
+   and with splitting turned off (`ragged_run_cost_tokens` 1000000), loaded in turn
+   (`load_model(config=…)`), `--rounds` times: the mixed workload of `modelrepo bench --workload short`
+   (80 % short texts, 20 % long reviews, open loop at `--rate`/s; p50 / p99 per kind), then the 64
+   reviews of `modelrepo bench` alone, closed loop (perf_analyzer gRPC, concurrency `--concurrency`).
 Writes perf/results/ragged_split.{json,md}.
 """
 
@@ -23,17 +24,20 @@ import os
 import secrets
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
 from modelrepo.paths import MODEL_REPOSITORY
+from modelrepo.perf.analyzer import measure
 from modelrepo.perf.embedding_sessions import ENCODER, embedder, served_parallelism
 from modelrepo.perf.results import Spread, record
 from modelrepo.perf.short_text_bench import mixed_workload
 from modelrepo.perf.tune import LiveModels
-from modelrepo.perf.workloads import reviews, short_texts
+from modelrepo.perf.workloads import reviews, short_texts, text_input_data
 from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.model_config import copy_config
@@ -106,10 +110,13 @@ def mixed_batches(session, repeats: int) -> list[dict]:
     return results
 
 
-def served(rate: float, seconds: float, rounds: int) -> dict[str, list[dict]]:
+def served(rate: float, seconds: float, rounds: int, concurrency: int) -> dict[str, list[dict]]:
     key = secrets.token_urlsafe(12)
     runs: dict[str, list[dict]] = {"split by length (shipped)": [], "never split": []}
-    with TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=key, load_models=(MODEL,)) as server:
+    with tempfile.TemporaryDirectory() as tmp, \
+            TritonServer(MODEL_REPOSITORY, *free_ports(3), admin_key=key, load_models=(MODEL,)) as server:
+        folder = Path(tmp)
+        long_texts = text_input_data(reviews(64), folder / "reviews.json")
         live = LiveModels(grpcclient.InferenceServerClient(server.grpc_url), {GRPC_ADMIN_HEADER: key})
         shipped = live.config(ENCODER)
         never = copy_config(shipped)
@@ -119,20 +126,24 @@ def served(rate: float, seconds: float, rounds: int) -> dict[str, list[dict]]:
             for name, config in configs.items():
                 live.load(ENCODER, config)
                 try:
-                    runs[name].append(mixed_workload(server.grpc_url, rate, seconds))
+                    mixed = mixed_workload(server.grpc_url, rate, seconds)
+                    closed = measure(MODEL, server.grpc_url, long_texts, concurrency, key, folder / "reviews.csv")
                 finally:
                     live.load(ENCODER, shipped)
-                print(f"round {number}: {name}: short p99 {runs[name][-1]['short']['p99_ms']:.1f} ms, "
-                      f"long p99 {runs[name][-1]['long']['p99_ms']:.1f} ms", flush=True)
+                runs[name].append({**mixed, "reviews": closed})
+                print(f"round {number}: {name}: short p99 {mixed['short']['p99_ms']:.1f} ms, "
+                      f"long p99 {mixed['long']['p99_ms']:.1f} ms; reviews closed loop "
+                      f"{closed['throughput_infer_per_s']:.1f}/s", flush=True)
     return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--rate", type=float, default=60.0, help="requests/s of the served mixed workload")
+    parser.add_argument("--rate", type=float, default=150.0, help="requests/s of the served mixed workload")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=16, help="of the reviews' closed loop")
     args = parser.parse_args(argv)
     threads = served_parallelism().threads_per_session
     session = embedder(threads)
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     mixes = mixed_batches(session, args.repeats)
     del session
     load = os.getloadavg()[0]
-    runs = served(args.rate, args.seconds, args.rounds)
+    runs = served(args.rate, args.seconds, args.rounds, args.concurrency)
 
     def spread(name: str, kind: str, field: str) -> str:
         return Spread.of(run[kind][field] for run in runs[name]).text(1)
@@ -169,11 +180,22 @@ def main(argv: list[str] | None = None) -> int:
         f"median (range) of {args.rounds} rounds, the two encoder configs in turn on one server; load average "
         f"{load:.1f} before):",
         "",
-        "| minilm_encoder | short p50 (ms) | short p99 (ms) | long p50 (ms) | long p99 (ms) | errors |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| minilm_encoder | short p50 (ms) | short p99 (ms) | long p50 (ms) | long p99 (ms) | errors | unsent |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         *(f"| {name} | {spread(name, 'short', 'p50_ms')} | {spread(name, 'short', 'p99_ms')} | "
           f"{spread(name, 'long', 'p50_ms')} | {spread(name, 'long', 'p99_ms')} | "
-          f"{sum(run['short']['errors'] + run['long']['errors'] for run in runs[name])} |" for name in runs),
+          f"{sum(run['short']['errors'] + run['long']['errors'] for run in runs[name])} | "
+          f"{Spread.of(run['unsent'] for run in runs[name]).text(0)} |" for name in runs),
+        "",
+        f"unsent: requests due when the load stopped, never sent (the load generator's 32 workers all waiting). "
+        f"Then the 64 reviews alone, closed loop (perf_analyzer gRPC, concurrency {args.concurrency}), same rounds:",
+        "",
+        "| minilm_encoder | infer/s | ÷ never split (same round) | p50 (ms) | p99 (ms) |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {name} | {spread(name, 'reviews', 'throughput_infer_per_s')} | "
+          + Spread.of(run["reviews"]["throughput_infer_per_s"] / other["reviews"]["throughput_infer_per_s"]
+                      for run, other in zip(runs[name], runs["never split"])).text(2)
+          + f" | {spread(name, 'reviews', 'p50_ms')} | {spread(name, 'reviews', 'p99_ms')} |" for name in runs),
     ]
     print(record(
         "ragged_split", "Length-aware batching in the encoder's runner",
