@@ -33,7 +33,7 @@ import json
 from pathlib import Path
 
 from modelrepo.python_backends.exported_metrics import METRICS_EXPORT_INTERVAL, export_interval
-from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST, run_cost_tokens
+from modelrepo.python_backends.batching import RAGGED_RUN_COST, run_cost_tokens
 from modelrepo.triton.model_config import ModelConfig, model_config_pb2, parameter, repository_models
 
 PLATFORM_FILES = {"onnxruntime_onnx": "model.onnx", "tensorrt_plan": "model.plan"}

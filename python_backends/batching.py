@@ -7,6 +7,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from modelrepo.python_backends.context import non_negative_parameter
 from modelrepo.python_backends.errors import InputError
 
 Tensors = dict[str, np.ndarray]
@@ -70,6 +71,19 @@ def concat_requests(
             parts = [pad_to_length(part, longest) for part in parts]
         joined[name] = np.concatenate(parts, axis=0)
     return joined, sizes
+
+
+RAGGED_RUN_COST = "ragged_run_cost_tokens"
+# all-MiniLM-L6-v2 on one thread: a session.run costs about as much as 4-7 more padded tokens
+# (perf/results/ragged_split.md fits time = a + b x rows x length: a / b was 4.0 and 6.7 in two runs;
+# where the cut falls hardly depends on it)
+RAGGED_RUN_COST_TOKENS = 7.0
+
+
+def run_cost_tokens(value: str) -> float:
+    """The parameter's tokens; a clear error for anything but a finite number ≥ 0."""
+    return non_negative_parameter(RAGGED_RUN_COST, value, "tokens", "what one session.run costs beyond its tokens; "
+                                  "0: every length runs alone, 1000000: never split")
 
 
 def length_groups(lengths: Sequence[int], rows: Sequence[int], run_cost_tokens: float) -> list[list[int]]:

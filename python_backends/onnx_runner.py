@@ -15,21 +15,11 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from modelrepo.python_backends.batching import Tensors, answer_each, concat_requests, length_groups, required, split_rows
-from modelrepo.python_backends.context import ModelContext, non_negative_parameter
+from modelrepo.python_backends.batching import (RAGGED_RUN_COST, RAGGED_RUN_COST_TOKENS, Tensors, answer_each, concat_requests,
+                                               length_groups, required, run_cost_tokens, split_rows)
+from modelrepo.python_backends.context import ModelContext
 
 MODEL_FILENAME = "model.onnx"
-RAGGED_RUN_COST = "ragged_run_cost_tokens"
-# all-MiniLM-L6-v2 on one thread: a session.run costs about as much as 4-7 more padded tokens
-# (perf/results/ragged_split.md fits time = a + b x rows x length: a / b was 4.0 and 6.7 in two runs;
-# where the cut falls hardly depends on it)
-RAGGED_RUN_COST_TOKENS = 7.0
-
-
-def run_cost_tokens(value: str) -> float:
-    """The parameter's tokens; a clear error for anything but a finite number ≥ 0."""
-    return non_negative_parameter(RAGGED_RUN_COST, value, "tokens", "what one session.run costs beyond its tokens; "
-                                  "0: every length runs alone, 1000000: never split")
 
 
 class OnnxRunner:

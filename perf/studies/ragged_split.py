@@ -38,7 +38,7 @@ from modelrepo.perf.results import Spread, record
 from modelrepo.perf.short_text_bench import mixed_workload
 from modelrepo.perf.tune import LiveModels
 from modelrepo.perf.workloads import reviews, short_texts, text_input_data
-from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST
+from modelrepo.python_backends.batching import RAGGED_RUN_COST
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
 from modelrepo.triton.model_config import copy_config
 from modelrepo.triton.server import TritonServer, free_ports
@@ -51,14 +51,15 @@ MIXES = ((4, 1), (8, 1), (16, 1), (16, 0))  # (short texts, long reviews) per dy
 NEVER_SPLIT = "1000000"
 
 
+def elapsed_ms(run) -> float:
+    start = time.perf_counter()
+    run()
+    return (time.perf_counter() - start) * 1000
+
+
 def median_ms(run, repeats: int) -> float:
     run()  # warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+    return statistics.median(elapsed_ms(run) for _ in range(repeats))
 
 
 def run_cost(session, repeats: int) -> dict:
@@ -97,8 +98,8 @@ def mixed_batches(session, repeats: int) -> list[dict]:
             split = np.concatenate([answer["embedding"] for answer in runner.run_requests(requests)])
             times = {"padded": [], "split": []}
             for _ in range(repeats):  # alternating
-                times["padded"].append(median_ms(lambda: runner.run_together(requests), 1))
-                times["split"].append(median_ms(lambda: runner.run_requests(requests), 1))
+                times["padded"].append(elapsed_ms(lambda: runner.run_together(requests)))  # warmed above
+                times["split"].append(elapsed_ms(lambda: runner.run_requests(requests)))
             results.append({
                 "short": n_short, "long": n_long, "longest": max(r["input_ids"].shape[1] for r in requests),
                 "padded_ms": statistics.median(times["padded"]), "split_ms": statistics.median(times["split"]),

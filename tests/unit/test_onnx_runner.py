@@ -9,7 +9,8 @@ from onnx import TensorProto, helper
 
 from modelrepo.python_backends.context import ModelContext
 from modelrepo.python_backends.errors import InputError
-from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST_TOKENS, OnnxRunner
+from modelrepo.python_backends.batching import RAGGED_RUN_COST_TOKENS
+from modelrepo.python_backends.onnx_runner import OnnxRunner
 
 
 @pytest.fixture(scope="module")

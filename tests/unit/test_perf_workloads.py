@@ -20,7 +20,7 @@ def test_short_texts_are_3_to_15_tokens_with_the_served_tokenizer():
 
 
 def test_the_served_encoder_splits_a_mixed_batch_by_length_with_the_same_embeddings():
-    from modelrepo.python_backends.onnx_runner import RAGGED_RUN_COST_TOKENS
+    from modelrepo.python_backends.batching import RAGGED_RUN_COST_TOKENS
 
     session = embedder(1)
     texts = [*short_texts(3), reviews(1)[0]]
