@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from modelrepo.build.minilm import reference_embeddings
-from tests.integration.triton_calls import texts
+from tests.integration.triton_calls import Caller, texts
 
 SAMPLES = [
     "The coffee arrived fresh and tastes wonderful.",
@@ -53,3 +53,25 @@ def test_batch_sizes_up_to_max(caller, batch):
     served = embed(caller, values)
     assert served.shape == (batch, 384)
     assert cosine(served, reference_embeddings(values)).min() >= 0.9999
+
+
+def test_texts_of_every_length_in_flight_at_once_are_each_answered_as_alone(server, caller):
+    # All in flight at once, each from its own client: minilm_encoder batches them and its runner runs a
+    # batch in groups of similar length (python_backends/batching.length_groups); every answer must be
+    # the one its text gets alone, wherever the cuts fell.
+    from concurrent.futures import ThreadPoolExecutor
+
+    values = [*SAMPLES, LONG_TEXT, *(f"query {i} about tea" for i in range(6))]
+    url = server.http_url if caller.protocol == "http" else server.grpc_url
+
+    def embed_alone(text: str) -> np.ndarray:
+        client = caller.module.InferenceServerClient(url)
+        try:
+            return embed(Caller(caller.protocol, client), [text])[0]
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(len(values)) as pool:
+        served = np.vstack(list(pool.map(embed_alone, values)))
+    assert cosine(served, reference_embeddings(values)).min() >= 0.9999
+    assert server.is_ready()
