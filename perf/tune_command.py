@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modelrepo.build.add.layout import SAMPLE_INPUT_DATA
 from modelrepo.paths import PERF_RESULTS
-from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
+from modelrepo.perf.tune import Load, LiveModels, Target, Tuner, TuneResult
 from modelrepo.perf.tune_report import apply_to_repository, write_report
 from modelrepo.perf.workloads import TEXT_WORKLOADS, text_input_data
 from modelrepo.triton.admin import GRPC_ADMIN_HEADER
@@ -105,10 +105,12 @@ def remeasure_applied(repository: Path, model: str, budget_ms: float, load: Load
             runs = [measure(model, server.grpc_url, input_data, load.concurrency, admin_key, Path(tmp) / "re.csv",
                             request_rate=load.request_rate) for _ in range(rounds)]
     lines = ["", "## Re-measured after --apply (fresh server reading the written config.pbtxt)", "",
-             "| run | throughput (/s) | p50 (ms) | p99 (ms) | within budget |", "| --- | --- | --- | --- | --- |"]
+             "| run | throughput (/s) | p50 (ms) | p99 (ms) | met |", "| --- | --- | --- | --- | --- |"]
+    target = Target.of(budget_ms, load)
     for number, run in enumerate(runs, 1):
+        miss = target.miss(run["throughput_infer_per_s"], run["p99_ms"])
         lines.append(f"| {number} | {run['throughput_infer_per_s']:.1f} | {run['p50_ms']:.1f} | {run['p99_ms']:.1f} | "
-                     f"{'yes' if run['p99_ms'] <= budget_ms else 'NO'} |")
+                     f"{f'NO: {miss}' if miss else 'yes'} |")
         log(f"applied config re-measured: {run['throughput_infer_per_s']:.1f}/s, p99 {run['p99_ms']:.1f} ms "
             f"(budget {budget_ms:g} ms)")
     with open(folder / "summary.md", "a") as summary:

@@ -3,7 +3,7 @@ the lower p99 in an open loop, where every candidate that keeps up serves the of
 
 from __future__ import annotations
 
-from modelrepo.perf.tune import Candidate, Load, Measurement, Objective, confidence
+from modelrepo.perf.tune import Candidate, Load, Measurement, Objective, Target, confidence
 
 ONE, TWO = Candidate(1, 1, 0), Candidate(2, 4, 0)
 
@@ -26,11 +26,25 @@ def test_only_a_close_runner_up_is_worth_measuring_again():
 
 
 def test_confidence_compares_the_winners_worst_run_with_the_runner_ups_best():
-    open_loop = Objective(open_loop=True)
-    assert confidence({ONE: [run(20, 25), run(20, 26)], TWO: [run(20, 40), run(20, 41)]}, ONE, 250, open_loop).startswith("high")
-    assert confidence({ONE: [run(20, 25), run(20, 36)], TWO: [run(20, 30)]}, ONE, 250, open_loop).startswith("low: within noise")
-    assert confidence({ONE: [run(50, 90)], TWO: [run(49, 300)]}, ONE, 250).startswith("high: the runner-up")
-    assert confidence({ONE: [run(50, 90), run(51, 260)]}, ONE, 250).startswith("low: the winner's p99 went over")
+    open_loop, at_20 = Objective(open_loop=True), Target(250, request_rate=20)
+    assert confidence({ONE: [run(20, 25), run(20, 26)], TWO: [run(20, 40), run(20, 41)]}, ONE, at_20, open_loop).startswith("high")
+    assert confidence({ONE: [run(20, 25), run(20, 36)], TWO: [run(20, 30)]}, ONE, at_20, open_loop).startswith("low: within noise")
+    assert confidence({ONE: [run(50, 90)], TWO: [run(49, 300)]}, ONE, Target(250)) == (
+        "high: the runner-up (2 inst, batch 4, delay 0 us) missed in a repeat (over budget)")
+    assert confidence({ONE: [run(50, 90), run(51, 260)]}, ONE, Target(250)) == "low: the winner missed in a repeat (over budget)"
+    assert confidence({ONE: [run(20, 25), run(17, 24)], TWO: [run(20, 30)]}, ONE, at_20, open_loop) == (
+        "low: the winner missed in a repeat (fell behind: 17.0 of 20/s)")
+
+
+def test_an_open_loop_measurement_that_served_less_than_the_offered_rate_does_not_meet_the_target():
+    # perf_analyzer's p99 is of the requests it managed to send: short of the rate, it was not taken at the load
+    at_200 = Target(250, request_rate=200)
+    assert at_200.miss(148.9, 45.6) == "fell behind: 148.9 of 200/s"
+    assert at_200.miss(193.3, 54.0) is None  # within KEEP_UP (0.95) of the rate: measurement noise
+    assert at_200.miss(199.0, 251.0) == "over budget"
+    assert Target(250).miss(3.0, 45.6) is None  # a closed loop serves what it serves; throughput is the score
+    assert not at_200.met_by(run(148.9, 45.6)) and at_200.met_by(run(195.0, 59.4))
+    assert Target.of(250, Load(request_rate=200)) == at_200 and Target.of(250, Load(concurrency=8)) == Target(250)
 
 
 def test_the_curve_config_drops_the_batcher_stall_triggers_and_candidates_keep_the_queue_guards():
