@@ -4,6 +4,8 @@
 2. Measure the batch-size → latency curve once: one request carrying b rows at concurrency 1, for
    b = 1, 2, 4, … up to max_batch_size, with batching knobs neutral (1 instance, no queue delay, no
    queue policy or priority levels: with either, Triton 2.51's batcher stalls one instance in 500 ms steps).
+   Where a step batches requests of different lengths (allow_ragged_batch), b one-row requests at
+   concurrency b, gathered into one batch, instead (`gathers_batches`).
 3. Predict every candidate (instances × preferred batch × queue delay; delays derived from the load
    and the budget) with tune_search, keep the best few that fit the budget with margin.
 4. Verify those end to end with perf_analyzer under the requested load, each candidate loaded with
@@ -36,6 +38,7 @@ FALLBACK_TRIES = 2  # if none of them meets the budget, this many more, lowest p
 CURVE_INTERVAL_MS = 300  # concurrency 1: little variance, short windows suffice (at least 10 requests each, below)
 CURVE_MAX_TRIALS = 20
 LOAD_REQUESTS = 100  # per perf_analyzer window under load: each p99 rests on at least 300 requests
+CURVE_GATHER_US = 20_000  # a gathered curve point: the batcher waits at most this long for its b requests
 DECISIVE_MARGIN = 0.25  # a runner-up this far behind the leader (throughput, or p99 in an open loop) is not measured again
 KEEP_UP = 0.95  # open loop: a measurement that served less of the offered rate fell behind it
 
@@ -88,6 +91,7 @@ class Measurement:
     compute_ms: float
     command: str
     seconds: float = 0.0  # wall time of this step: the config load, if any, and the measurement
+    rows_per_batch: float = 0.0  # rows per executed batch of the tuned step that batched least (Triton's statistics)
 
     def row(self) -> dict:
         return {
@@ -99,6 +103,7 @@ class Measurement:
             "p99_ms": self.p99_ms,
             "queue_ms": self.queue_ms,
             "compute_ms": self.compute_ms,
+            "rows_per_batch": round(self.rows_per_batch, 2),
             "seconds": round(self.seconds, 2),
             "command": self.command,
         }
@@ -117,6 +122,7 @@ class TuneResult:
     winner: Candidate | None = None
     confidence: str = ""
     configs: dict[str, ModelConfig] = field(default_factory=dict)  # winner's config per tuned model
+    curve_gathered: bool = False  # the curve's batches were one-row requests gathered (gathers_batches)
     seconds: float = 0.0
 
     @property
@@ -144,6 +150,12 @@ class LiveModels:
         def total(kind: str, field: str) -> int:
             return sum(int(s["inference_stats"][kind].get(field, 0)) for s in stats)
         return total("success", "count"), total("queue", "ns"), total("compute_infer", "ns")
+
+    def batch_totals(self, model: str) -> tuple[int, int]:
+        """Cumulative (rows inferred, batches executed) of a model, all versions."""
+        stats = self.client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"]
+        return (sum(int(s.get("inference_count", 0)) for s in stats),
+                sum(int(s.get("execution_count", 0)) for s in stats))
 
     @staticmethod
     def queue_ms_per_request(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
@@ -175,6 +187,24 @@ def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int 
     if instances is not None:
         set_cpu_instances(tuned, instances)
     return tuned
+
+
+def gathers_batches(configs: list[ModelConfig]) -> bool:
+    """Whether the curve must gather b one-row requests into a batch rather than send one request of b
+    rows: so when a step batches requests of different lengths (an input with allow_ragged_batch). Its
+    runner keeps each request's own length and splits the batch by length (length-aware batching), while
+    one request of b texts is padded to its longest before it gets there: on mixed texts that measured a
+    batch of 4 at 45 ms against 7 ms for one (perf/results/tune-text_embedding-20261207-213536/)."""
+    return any(spec.allow_ragged_batch for config in configs for spec in config.input)
+
+
+def curve_config(config: ModelConfig, rows: int) -> ModelConfig:
+    """The neutral curve config (with_knobs(…, None, 1)), gathering `rows` requests into one batch."""
+    gathering = with_knobs(config, None, 1)
+    if rows > 1:
+        gathering.dynamic_batching.preferred_batch_size.append(min(rows, gathering.max_batch_size))
+        gathering.dynamic_batching.max_queue_delay_microseconds = CURVE_GATHER_US
+    return gathering
 
 
 def batch_sizes(max_batch_size: int) -> list[int]:
@@ -227,14 +257,18 @@ class Tuner:
         self.tuned_models = [name for name, cfg in self.originals.items() if cfg.HasField("dynamic_batching")]
         self.max_batch = top.max_batch_size
         self.bottleneck = self.tuned_models[0]
+        self.curve_gathers = gathers_batches(list(self.originals.values()))
 
     def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None,
-                 interval_ms: int = CURVE_INTERVAL_MS) -> Measurement:
+                 interval_ms: int = CURVE_INTERVAL_MS, gathered: bool = False) -> Measurement:
         """One perf_analyzer run; queue and compute per request from Triton's statistics of every tuned
-        model (for an ensemble the steps' queues are where requests wait, not the ensemble's own)."""
-        extra = ["-b", str(rows)] if rows > 1 else []
+        model (for an ensemble the steps' queues are where requests wait, not the ensemble's own).
+        Requests of `rows` rows; `gathered`: one-row requests, `rows` of them gathered into a batch."""
+        rows_per_request = 1 if gathered else rows
+        extra = ["-b", str(rows_per_request)] if rows_per_request > 1 else []
         started = time.monotonic()
         before = {name: self.live.totals(name) for name in self.tuned_models}
+        batches_before = {name: self.live.batch_totals(name) for name in self.tuned_models}
         curve = phase == "curve"
         result = measured_or_refused(lambda: measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
@@ -248,7 +282,7 @@ class Tuner:
             max_trials=CURVE_MAX_TRIALS if curve else 10,
         ), lambda note: self.progress(f"{phase}: {candidate.label() if candidate else f'batch {rows}'}: {note}"))
         if result is None and curve:
-            raise RuntimeError(f"tuning {self.model}: the server refused requests at concurrency 1 (batch {rows}), "
+            raise RuntimeError(f"tuning {self.model}: the server refused requests at concurrency {concurrency} (batch {rows}), "
                                "twice: the host is too busy to measure a latency curve")
         if result is None:  # counted over any budget: nothing served within the queue policy's timeout
             result = {"throughput_infer_per_s": 0.0, "p50_ms": math.inf, "p99_ms": math.inf,
@@ -260,9 +294,19 @@ class Tuner:
                 queue_ms += (after_queue - queue) / (after_count - count) / 1e6
                 compute_ms += (after_compute - compute) / (after_count - count) / 1e6
         return Measurement(
-            phase, candidate, rows, result["throughput_infer_per_s"] * max(rows, 1), result["p50_ms"],
+            phase, candidate, rows, result["throughput_infer_per_s"] * rows_per_request, result["p50_ms"],
             result["p99_ms"], round(queue_ms, 2), round(compute_ms, 2), result["command"], time.monotonic() - started,
+            self.fewest_rows_per_batch(batches_before),
         )
+
+    def fewest_rows_per_batch(self, before: dict[str, tuple[int, int]]) -> float:
+        """Rows per executed batch since `before` (batch_totals), of the tuned step that batched least."""
+        per_step = []
+        for name, (rows, batches) in before.items():
+            rows_after, batches_after = self.live.batch_totals(name)
+            if batches_after > batches:
+                per_step.append((rows_after - rows) / (batches_after - batches))
+        return min(per_step, default=0.0)
 
     def apply(self, candidate: Candidate | None, instances_for_bottleneck: int | None) -> dict[str, ModelConfig]:
         if candidate == CURRENT:
@@ -290,7 +334,11 @@ class Tuner:
         curve = {}
         interval = CURVE_INTERVAL_MS
         for rows in batch_sizes(self.largest_useful_batch()):
-            measurement = self.run_perf("curve", None, rows, concurrency=1, interval_ms=interval)
+            if self.curve_gathers:  # b one-row requests at once, gathered by the batcher into one batch
+                for name in self.tuned_models:
+                    self.live.load(name, curve_config(self.originals[name], rows))
+            measurement = self.run_perf("curve", None, rows, concurrency=rows if self.curve_gathers else 1,
+                                        interval_ms=interval, gathered=self.curve_gathers)
             # perf_analyzer needs several requests per window to call it stable: grow windows with latency
             interval = max(CURVE_INTERVAL_MS, int(2 * 5 * measurement.p50_ms))
             result.measurements.append(measurement)
@@ -315,7 +363,8 @@ class Tuner:
 
     def tune(self) -> TuneResult:
         started = time.monotonic()
-        result = TuneResult(self.model, self.budget_ms, self.load, self.tuned_models, self.bottleneck, {}, [])
+        result = TuneResult(self.model, self.budget_ms, self.load, self.tuned_models, self.bottleneck, {}, [],
+                            curve_gathered=self.curve_gathers)
         try:
             verified = [(CURRENT, self.verify(result, CURRENT, "baseline"))]  # the bar to beat
             result.curve = self.measure_curve(result)

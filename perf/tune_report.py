@@ -7,7 +7,7 @@ import difflib
 import math
 from pathlib import Path
 
-from modelrepo.perf.tune import Target, TuneResult, predicted_vs, with_knobs
+from modelrepo.perf.tune import CURVE_GATHER_US, Target, TuneResult, predicted_vs, with_knobs
 from modelrepo.perf.tune_search import CURRENT
 from modelrepo.triton.model_config import CONFIG_FILENAME, format_config, read_config
 
@@ -101,6 +101,13 @@ def phase_seconds(result: TuneResult) -> str:
     return ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in totals.items())
 
 
+def _curve_method(result: TuneResult) -> str:
+    if result.curve_gathered:  # see tune.gathers_batches
+        return (f"b one-row requests at concurrency b, gathered into one batch: preferred batch b, "
+                f"queue delay ≤ {CURVE_GATHER_US / 1000:g} ms")
+    return "1 request of b rows, concurrency 1, no queue delay"
+
+
 def _target_column(result: TuneResult) -> str:
     return "within budget, rate served" if result.load.request_rate else "within budget"
 
@@ -119,11 +126,11 @@ def summary(result: TuneResult, command: str, input_data: str = "random") -> str
         f"Tuned models: {', '.join(result.tuned_models)}; instance count applied to `{result.bottleneck}` "
         "(largest compute share).",
         "",
-        "## Batch-size → latency curve (1 request of b rows, concurrency 1, no queue delay, no queue policy or priority levels, 1 instance)",
+        f"## Batch-size → latency curve ({_curve_method(result)}, no queue policy or priority levels, 1 instance)",
         "",
-        "| batch rows | p50 (ms) |",
-        "| --- | --- |",
-        *[f"| {b} | {ms:.1f} |" for b, ms in sorted(result.curve.items())],
+        "| batch rows | p50 (ms) | rows per executed batch |",
+        "| --- | --- | --- |",
+        *[f"| {m.batch_rows} | {m.p50_ms:.1f} | {m.rows_per_batch:.2f} |" for m in result.measurements if m.phase == "curve"],
         "",
         "## Shortlist (predicted) and verification (measured)",
         "",

@@ -9,10 +9,12 @@ confirms, that 2 instances each running batches of 4 give the most throughput (â
 from __future__ import annotations
 
 import csv
+import secrets
+from pathlib import Path
 
 import pytest
 
-from modelrepo.perf.tune import Load
+from modelrepo.perf.tune import Load, LiveModels, Tuner, TuneResult
 from modelrepo.perf.tune_command import run_tune
 from modelrepo.perf.tune_search import service_ms
 from modelrepo.triton.model_config import ModelConfig, format_config, model_config_pb2, read_config
@@ -25,19 +27,23 @@ TritonPythonModel = triton_model(SyntheticLatency)
 """
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    repository = tmp_path_factory.mktemp("tune") / "repository"
+def synthetic_repository(repository: Path, ragged: bool = False) -> Path:
     (repository / "synthetic" / "1").mkdir(parents=True)
     (repository / "synthetic" / "1" / "model.py").write_text(SHIM)
     config = ModelConfig(name="synthetic", backend="python", max_batch_size=8)
-    config.input.add(name="INPUT", data_type=model_config_pb2.TYPE_FP32, dims=[1])
+    config.input.add(name="INPUT", data_type=model_config_pb2.TYPE_FP32, dims=[1], allow_ragged_batch=ragged)
     config.output.add(name="OUTPUT", data_type=model_config_pb2.TYPE_FP32, dims=[1])
     config.instance_group.add(count=1, kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     config.dynamic_batching.max_queue_delay_microseconds = 0
     config.parameters["base_ms"].string_value = "20"
     config.parameters["per_row_ms"].string_value = "2"
     (repository / "synthetic" / "config.pbtxt").write_text("# synthetic model for the tuner test\n" + format_config(config))
+    return repository
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    repository = synthetic_repository(tmp_path_factory.mktemp("tune") / "repository")
     report = repository.parent / "report"
     lines = []
     result = run_tune(repository, "synthetic", 100.0, Load(concurrency=8), apply=True, output=report,
@@ -49,6 +55,8 @@ def test_the_curve_matches_the_known_latency(tuned):
     _, _, result, _ = tuned
     for rows, measured in result.curve.items():
         assert 20 + 2 * rows <= measured <= 20 + 2 * rows + 8, (rows, measured)  # plus transport overhead
+    for point in (m for m in result.measurements if m.phase == "curve"):  # one request of b rows: a batch of b
+        assert point.rows_per_batch == point.batch_rows and "--concurrency-range 1 " in point.command
     assert service_ms(result.curve, 3) == pytest.approx((result.curve[2] + result.curve[4]) / 2)
 
 
@@ -91,3 +99,33 @@ def test_apply_writes_the_winner_through_the_protobuf_and_keeps_the_header(tuned
     assert any(line.startswith("--- a/synthetic/config.pbtxt") for line in "\n".join(lines).splitlines())
     remeasured = [line for line in lines if line.startswith("applied config re-measured")]
     assert len(remeasured) == 2 and all("(budget 100 ms)" in line for line in remeasured)
+
+
+def test_a_model_batching_ragged_requests_is_measured_on_gathered_one_row_requests(tmp_path):
+    """allow_ragged_batch: its batches keep each request's own shape (a text encoder splits them by length),
+    so the curve sends b one-row requests at once and the batcher gathers them, instead of one request of
+    b rows (which a tokenizer pads to its longest text). The known curve must come out the same."""
+    import tritonclient.grpc as grpcclient
+
+    from modelrepo.triton.admin import GRPC_ADMIN_HEADER
+    from modelrepo.triton.server import TritonServer, free_ports
+
+    repository = synthetic_repository(tmp_path / "repository", ragged=True)
+    admin_key = secrets.token_urlsafe(16)
+    with TritonServer(repository, *free_ports(3), admin_key=admin_key, load_models=("synthetic",),
+                      log_path=tmp_path / "tritonserver.log") as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        live = LiveModels(client, {GRPC_ADMIN_HEADER: admin_key})
+        tuner = Tuner(server, live, "synthetic", 100.0, Load(concurrency=4), "random", tmp_path, admin_key,
+                      (1,), progress=lambda line: None)
+        result = TuneResult("synthetic", 100.0, tuner.load, tuner.tuned_models, tuner.bottleneck, {}, [])
+        curve = tuner.measure_curve(result)
+        client.close()
+    assert tuner.curve_gathers and sorted(curve) == [1, 2, 4]
+    for point in result.measurements:
+        rows = point.batch_rows
+        assert point.rows_per_batch == rows, point  # Triton's statistics: every executed batch held b rows
+        assert f"--concurrency-range {rows} " in point.command and " -b " not in point.command
+        # the batch's sleep, plus transport and the wait for the last of the b requests to arrive
+        assert 20 + 2 * rows <= point.p50_ms <= 20 + 2 * rows + 12, point
+        assert point.throughput_per_s == pytest.approx(rows * 1000 / point.p50_ms, rel=0.35)

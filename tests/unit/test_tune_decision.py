@@ -111,3 +111,20 @@ def test_a_refusal_is_measured_once_more_and_a_second_one_counts_as_over_budget(
 
     with pytest.raises(RuntimeError, match="no such model"):  # any other failure is not a refusal
         measured_or_refused(broken, notes.append)
+
+
+def test_the_curve_gathers_one_row_requests_only_where_a_step_batches_requests_of_their_own_lengths():
+    from modelrepo.paths import MODEL_REPOSITORY
+    from modelrepo.perf.tune import CURVE_GATHER_US, curve_config, gathers_batches, with_knobs
+    from modelrepo.triton.model_config import read_config
+
+    tokenizer, encoder = (read_config(MODEL_REPOSITORY / name) for name in ("minilm_tokenizer", "minilm_encoder"))
+    assert gathers_batches([tokenizer, encoder])  # the encoder's token inputs: allow_ragged_batch
+    assert not gathers_batches([tokenizer]) and not gathers_batches([read_config(MODEL_REPOSITORY / "credit_default_fused")])
+    assert curve_config(encoder, 1) == with_knobs(encoder, None, 1)  # one request: the neutral config
+    gathering = curve_config(encoder, 4)
+    assert list(gathering.dynamic_batching.preferred_batch_size) == [4]
+    assert gathering.dynamic_batching.max_queue_delay_microseconds == CURVE_GATHER_US
+    assert not gathering.dynamic_batching.priority_levels and not gathering.dynamic_batching.HasField("default_queue_policy")
+    assert gathering.instance_group[0].count == 1
+    assert list(curve_config(encoder, 10_000).dynamic_batching.preferred_batch_size) == [encoder.max_batch_size]
