@@ -257,7 +257,7 @@ class Tuner:
         self.tuned_models = [name for name, cfg in self.originals.items() if cfg.HasField("dynamic_batching")]
         self.max_batch = top.max_batch_size
         self.bottleneck = self.tuned_models[0]
-        self.curve_gathers = gathers_batches(list(self.originals.values()))
+        self.curve_gathers = gathers_batches([self.originals[name] for name in self.tuned_models])
 
     def run_perf(self, phase: str, candidate: Candidate | None, rows: int, concurrency=None, rate=None,
                  interval_ms: int = CURVE_INTERVAL_MS, gathered: bool = False) -> Measurement:
