@@ -58,7 +58,8 @@ class Target:
     (KEEP_UP of it). Short of the rate, perf_analyzer sent late or requests were still waiting when its
     windows closed, so its p99 was not taken at the load asked for: a tune at 200 requests/s measured
     148.9/s with a p99 of 46 ms, which the budget alone called fitting
-    (perf/results/tune-text_embedding-20261207-213225/, its baseline)."""
+    (perf/results/tune-text_embedding-20261207-213225/, its baseline; then perf_analyzer's sync mode,
+    which never has more than 4 requests outstanding: see analyzer.load_args)."""
 
     budget_ms: float
     request_rate: float | None = None

@@ -128,3 +128,11 @@ def test_the_curve_gathers_one_row_requests_only_where_a_step_batches_requests_o
     assert not gathering.dynamic_batching.priority_levels and not gathering.dynamic_batching.HasField("default_queue_policy")
     assert gathering.instance_group[0].count == 1
     assert list(curve_config(encoder, 10_000).dynamic_batching.preferred_batch_size) == [encoder.max_batch_size]
+
+
+def test_an_open_loop_is_measured_async_so_perf_analyzer_never_waits_for_answers_before_sending():
+    from modelrepo.perf.analyzer import load_args
+
+    # sync with a request rate: 4 threads, at most 4 requests outstanding, then it sends late
+    assert load_args(None, 230.0) == ["--request-rate-range", "230.0", "--async"]
+    assert load_args(8, None) == ["--concurrency-range", "8"]  # closed loop: sync, one thread per client
