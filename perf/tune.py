@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from google.protobuf import json_format
 
@@ -79,6 +80,11 @@ class Target:
     def met_by(self, measurement: "Measurement") -> bool:
         return self.miss(measurement.throughput_per_s, measurement.p99_ms) is None
 
+    def verdict(self, throughput_per_s: float, p99_ms: float) -> str:
+        """A report's cell: "yes", or "no: " and why."""
+        miss = self.miss(throughput_per_s, p99_ms)
+        return f"no: {miss}" if miss else "yes"
+
 
 @dataclass
 class Measurement:
@@ -131,6 +137,16 @@ class TuneResult:
         return Target.of(self.budget_ms, self.load)
 
 
+class Totals(NamedTuple):
+    """A model's cumulative inference statistics (LiveModels.totals)."""
+
+    requests: int  # successful
+    queue_ns: int
+    compute_ns: int  # compute_infer
+    rows: int  # inference_count: rows inferred, a request of b rows counting b
+    batches: int  # execution_count: batches executed
+
+
 class LiveModels:
     """Read and replace model configs on a running server (explicit model control, admin key)."""
 
@@ -145,27 +161,24 @@ class LiveModels:
         text = json_format.MessageToJson(config, preserving_proto_field_name=True)
         self.client.load_model(model, config=text, headers=self.headers)
 
-    def totals(self, model: str) -> tuple[int, int, int]:
-        """Cumulative (successful requests, queue ns, compute-infer ns) of a model, all versions."""
+    def totals(self, model: str) -> Totals:
+        """A model's cumulative statistics, all versions, from one statistics call."""
         stats = self.client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"]
         def total(kind: str, field: str) -> int:
             return sum(int(s["inference_stats"][kind].get(field, 0)) for s in stats)
-        return total("success", "count"), total("queue", "ns"), total("compute_infer", "ns")
-
-    def batch_totals(self, model: str) -> tuple[int, int]:
-        """Cumulative (rows inferred, batches executed) of a model, all versions."""
-        stats = self.client.get_inference_statistics(model, as_json=True, headers=self.headers)["model_stats"]
-        return (sum(int(s.get("inference_count", 0)) for s in stats),
-                sum(int(s.get("execution_count", 0)) for s in stats))
+        return Totals(total("success", "count"), total("queue", "ns"), total("compute_infer", "ns"),
+                      sum(int(s.get("inference_count", 0)) for s in stats),
+                      sum(int(s.get("execution_count", 0)) for s in stats))
 
     @staticmethod
-    def queue_ms_per_request(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    def queue_ms_per_request(before: Totals, after: Totals) -> float:
         """Mean queue time (ms) of the requests served between two `totals` readings of one model."""
-        return (after[1] - before[1]) / max(1, after[0] - before[0]) / 1e6
+        return (after.queue_ns - before.queue_ns) / max(1, after.requests - before.requests) / 1e6
 
     def compute_ns_per_request(self, model: str) -> float:
-        count, _, compute = self.totals(model)
-        return compute / count if count else 0.0
+        totals = self.totals(model)
+        return totals.compute_ns / totals.requests if totals.requests else 0.0
+
 
 
 def with_knobs(config: ModelConfig, candidate: Candidate | None, instances: int | None) -> ModelConfig:
@@ -269,7 +282,6 @@ class Tuner:
         extra = ["-b", str(rows_per_request)] if rows_per_request > 1 else []
         started = time.monotonic()
         before = {name: self.live.totals(name) for name in self.tuned_models}
-        batches_before = {name: self.live.batch_totals(name) for name in self.tuned_models}
         curve = phase == "curve"
         result = measured_or_refused(lambda: measure(
             self.model, self.server.grpc_url, self.input_data, concurrency, self.admin_key,
@@ -289,25 +301,19 @@ class Tuner:
             result = {"throughput_infer_per_s": 0.0, "p50_ms": math.inf, "p99_ms": math.inf,
                       "command": "(requests refused by the queue policy, twice)"}
         queue_ms = compute_ms = 0.0
-        for name, (count, queue, compute) in before.items():
-            after_count, after_queue, after_compute = self.live.totals(name)
-            if after_count > count:
-                queue_ms += (after_queue - queue) / (after_count - count) / 1e6
-                compute_ms += (after_compute - compute) / (after_count - count) / 1e6
+        rows_per_batch = []  # of each tuned step; the measurement keeps the least batched
+        for name, start in before.items():
+            end = self.live.totals(name)
+            if end.requests > start.requests:
+                queue_ms += (end.queue_ns - start.queue_ns) / (end.requests - start.requests) / 1e6
+                compute_ms += (end.compute_ns - start.compute_ns) / (end.requests - start.requests) / 1e6
+            if end.batches > start.batches:
+                rows_per_batch.append((end.rows - start.rows) / (end.batches - start.batches))
         return Measurement(
             phase, candidate, rows, result["throughput_infer_per_s"] * rows_per_request, result["p50_ms"],
             result["p99_ms"], round(queue_ms, 2), round(compute_ms, 2), result["command"], time.monotonic() - started,
-            self.fewest_rows_per_batch(batches_before),
+            min(rows_per_batch, default=0.0),
         )
-
-    def fewest_rows_per_batch(self, before: dict[str, tuple[int, int]]) -> float:
-        """Rows per executed batch since `before` (batch_totals), of the tuned step that batched least."""
-        per_step = []
-        for name, (rows, batches) in before.items():
-            rows_after, batches_after = self.live.batch_totals(name)
-            if batches_after > batches:
-                per_step.append((rows_after - rows) / (batches_after - batches))
-        return min(per_step, default=0.0)
 
     def apply(self, candidate: Candidate | None, instances_for_bottleneck: int | None) -> dict[str, ModelConfig]:
         if candidate == CURRENT:
@@ -331,7 +337,8 @@ class Tuner:
         return max(1, min(self.max_batch, outstanding))
 
     def measure_curve(self, result: TuneResult) -> dict[int, float]:
-        self.apply(None, 1)
+        if not self.curve_gathers:  # a gathered curve loads its config at every batch size, below
+            self.apply(None, 1)
         curve = {}
         interval = CURVE_INTERVAL_MS
         for rows in batch_sizes(self.largest_useful_batch()):

@@ -7,7 +7,7 @@ import difflib
 import math
 from pathlib import Path
 
-from modelrepo.perf.tune import CURVE_GATHER_US, Target, TuneResult, predicted_vs, with_knobs
+from modelrepo.perf.tune import CURVE_GATHER_US, TuneResult, predicted_vs, with_knobs
 from modelrepo.perf.tune_search import CURRENT
 from modelrepo.triton.model_config import CONFIG_FILENAME, format_config, read_config
 
@@ -112,11 +112,6 @@ def _target_column(result: TuneResult) -> str:
     return "within budget, rate served" if result.load.request_rate else "within budget"
 
 
-def _verdict(target: Target, throughput_per_s: float, p99_ms: float) -> str:
-    miss = target.miss(throughput_per_s, p99_ms)
-    return f"no: {miss}" if miss else "yes"
-
-
 def summary(result: TuneResult, command: str, input_data: str = "random") -> str:
     lines = [
         f"# Tuning {result.model} for p99 ≤ {result.budget_ms:g} ms at {result.load.describe()}",
@@ -142,7 +137,7 @@ def summary(result: TuneResult, command: str, input_data: str = "random") -> str
         f"| phase | candidate | throughput (/s) | p50 (ms) | p99 (ms) | {_target_column(result)} |",
         "| --- | --- | --- | --- | --- | --- |",
         *[f"| {m.phase} | {m.candidate.label()} | {m.throughput_per_s:.1f} | {m.p50_ms:.1f} | {m.p99_ms:.1f} | "
-          f"{_verdict(result.target, m.throughput_per_s, m.p99_ms)} |" for m in _verified(result)],
+          f"{result.target.verdict(m.throughput_per_s, m.p99_ms)} |" for m in _verified(result)],
         "",
     ]
     if result.winner is None:

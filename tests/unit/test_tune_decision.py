@@ -44,6 +44,7 @@ def test_an_open_loop_measurement_that_served_less_than_the_offered_rate_does_no
     assert at_200.miss(199.0, 251.0) == "over budget"
     assert Target(250).miss(3.0, 45.6) is None  # a closed loop serves what it serves; throughput is the score
     assert not at_200.met_by(run(148.9, 45.6)) and at_200.met_by(run(195.0, 59.4))
+    assert at_200.verdict(148.9, 45.6) == "no: fell behind: 148.9 of 200/s" and at_200.verdict(195.0, 59.4) == "yes"
     assert Target.of(250, Load(request_rate=200)) == at_200 and Target.of(250, Load(concurrency=8)) == Target(250)
 
 
